@@ -1,0 +1,209 @@
+"""Model files and PyTorch state dicts, with no pickle and no torch import.
+
+A model file is an ``.npz`` archive: the parameters under ``param/<name>`` (PyTorch's names)
+and, under ``__npgru__``, a one-element string array holding JSON ``{"format", "version",
+"class", "config"}`` so :func:`load` can rebuild the architecture. Writes go to a temporary
+file in the same directory and are moved into place with ``os.replace``, so a crash leaves
+either the old file or the new one, never half of one. Reads use ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Mapping
+
+import numpy as np
+
+from .gru import GRU
+from .models import CharLM, SequenceClassifier, SequenceRegressor
+from .module import Module
+
+FORMAT, VERSION = "npgru-model", 1
+META_KEY, PARAM_PREFIX = "__npgru__", "param/"
+MODEL_CLASSES = {c.__name__: c for c in (GRU, SequenceRegressor, SequenceClassifier, CharLM)}
+
+# what a damaged or foreign file can raise while being opened and read
+_READ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+def save(model: Module, path: str | os.PathLike) -> None:
+    """Write ``model`` (architecture and parameters) to ``path`` atomically.
+
+    Parameters
+    ----------
+    model : GRU, SequenceRegressor, SequenceClassifier or CharLM
+    path : str or path-like
+        Written exactly as given (no ``.npz`` is appended).
+    """
+    name = type(model).__name__
+    if MODEL_CLASSES.get(name) is not type(model):
+        raise TypeError(f"save supports {sorted(MODEL_CLASSES)}, got {name}")
+    meta = {"format": FORMAT, "version": VERSION, "class": name, "config": model.config()}
+    arrays = {META_KEY: np.array([json.dumps(meta)])}
+    arrays.update({PARAM_PREFIX + k: v for k, v in model.params.items()})
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=".npgru-", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: str | os.PathLike) -> Module:
+    """Rebuild a model saved by :func:`save`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is truncated, corrupted, holds pickled data or object arrays, or is not an
+        npgru model file (the message says which).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such model file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise ValueError("it is a single .npy array, not an .npz archive")
+            arrays = {k: npz[k] for k in npz.files}
+    except _READ_ERRORS as e:
+        raise ValueError(f"cannot read {path} as an npgru model file: {e}") from e
+    if META_KEY not in arrays:
+        raise ValueError(f"{path} is not an npgru model file: it has no {META_KEY!r} entry")
+    try:
+        meta = _parse_meta(arrays.pop(META_KEY))
+        model = MODEL_CLASSES[meta["class"]](**meta["config"])
+        model.load_state_dict(
+            {k[len(PARAM_PREFIX) :]: v for k, v in arrays.items() if k.startswith(PARAM_PREFIX)}
+        )
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path} is not a valid npgru model file: {e}") from e
+    extra = [k for k in arrays if not k.startswith(PARAM_PREFIX)]
+    if extra:
+        raise ValueError(f"{path} is not a valid npgru model file: unexpected entries {extra}")
+    return model
+
+
+def _parse_meta(entry: np.ndarray) -> dict:
+    if entry.dtype.kind != "U" or entry.shape != (1,):
+        raise ValueError(f"{META_KEY} must be a one-element string array")
+    meta = json.loads(str(entry[0]))
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{META_KEY} does not describe an {FORMAT!r} file")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"format version {meta.get('version')!r} is not supported ({VERSION})")
+    if meta.get("class") not in MODEL_CLASSES or not isinstance(meta.get("config"), dict):
+        raise ValueError(f"unknown model class {meta.get('class')!r}")
+    return meta
+
+
+# -- PyTorch state dicts ----------------------------------------------------------------
+def to_torch_state_dict(model: Module, part: str | None = None) -> dict[str, np.ndarray]:
+    """The parameters as ``{PyTorch name: array}`` (copies), ready for ``torch.from_numpy``.
+
+    Parameters
+    ----------
+    model : Module
+        A GRU gives ``nn.GRU``'s layout; a ready model gives the seed's ``GRUModel`` layout
+        (``gru.*``, ``fc.*``, and ``embed.*`` for :class:`CharLM`).
+    part : str, optional
+        Only this child's entries, without its prefix: ``part="gru"`` gives a ready model's
+        GRU in ``nn.GRU``'s layout.
+    """
+    state = model.state_dict()
+    if part is None:
+        return state
+    prefix = part + "."
+    sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not sub:
+        raise ValueError(f"{type(model).__name__} has no part {part!r}")
+    return sub
+
+
+def from_torch_state_dict(state: Mapping, model_class: type | None = None, **kwargs) -> Module:
+    """Build a model from a PyTorch state dict given as ``{name: array}``.
+
+    The architecture (sizes, layers, direction, bias) is read off the names and shapes.
+
+    Parameters
+    ----------
+    state : mapping of str -> array_like
+        ``nn.GRU`` keys (``weight_ih_l0`` …) or the seed's ``GRUModel`` keys (``gru.*``,
+        ``fc.*``; with ``embed.*``, a :class:`CharLM`). Tensors must be converted first,
+        e.g. ``{k: v.numpy() for k, v in sd.items()}``.
+    model_class : type, optional
+        For ``gru.*``/``fc.*`` dicts: :class:`SequenceRegressor` (default, the seed's model) or
+        :class:`SequenceClassifier`.
+    **kwargs
+        Further constructor arguments that names and shapes cannot tell: ``dtype``,
+        ``variant``, ``batch_first`` (GRU only), ``dropout``.
+
+    Raises
+    ------
+    ValueError
+        If the names or shapes are not those of a supported GRU model.
+    """
+    if not isinstance(state, Mapping):
+        raise TypeError(f"state must be a mapping of name -> array, got {type(state).__name__}")
+    state = {str(k): np.asarray(v) for k, v in state.items()}
+    if "gru.weight_ih_l0" not in state:
+        model = GRU(**_gru_arch(state, ""), **kwargs)
+    else:
+        arch = _gru_arch(state, "gru.")
+        del arch["bias"]  # the ready models always have biases; a bias-free dict fails to load
+        out = _shape(state, "fc.weight", 2)[0]
+        if "embed.weight" in state:
+            V, E = _shape(state, "embed.weight", 2)
+            del arch["input_size"]
+            model = CharLM(V, E, **arch, **kwargs)
+        elif model_class in (None, SequenceRegressor):
+            model = SequenceRegressor(output_size=out, **arch, **kwargs)
+        elif model_class is SequenceClassifier:
+            model = SequenceClassifier(num_classes=out, **arch, **kwargs)
+        else:
+            raise ValueError(f"model_class must be SequenceRegressor or SequenceClassifier, "
+                             f"got {model_class!r}")
+    model.load_state_dict(state)
+    return model
+
+
+def _gru_arch(state: dict, prefix: str) -> dict:
+    """Sizes, layers, direction and bias of the GRU whose keys start with ``prefix``."""
+    w_ih = _shape(state, f"{prefix}weight_ih_l0", 2)
+    w_hh = _shape(state, f"{prefix}weight_hh_l0", 2)
+    H = w_hh[1]
+    if w_hh[0] != 3 * H or w_ih[0] != 3 * H:
+        raise ValueError(
+            f"{prefix}weight_ih_l0 {w_ih} and {prefix}weight_hh_l0 {w_hh} are not a GRU's "
+            "(3·hidden_size rows: gates r, z, n); an LSTM has 4 blocks"
+        )
+    pattern = re.compile(re.escape(prefix) + r"weight_ih_l(\d+)$")
+    layers = sorted(int(m.group(1)) for k in state if (m := pattern.match(k)))
+    if layers != list(range(len(layers))):
+        raise ValueError(f"GRU layers must be numbered 0, 1, …; found {layers}")
+    return dict(input_size=w_ih[1], hidden_size=H, num_layers=len(layers),
+                bias=f"{prefix}bias_ih_l0" in state,
+                bidirectional=f"{prefix}weight_ih_l0_reverse" in state)
+
+
+def _shape(state: dict, key: str, ndim: int) -> tuple[int, ...]:
+    if key not in state:
+        raise ValueError(f"state dict has no {key!r}; keys: {sorted(state)[:8]}…")
+    shape = state[key].shape
+    if len(shape) != ndim:
+        raise ValueError(f"{key} must be {ndim}-D, got shape {shape}")
+    return shape

@@ -1,0 +1,463 @@
+"""Ready models: a GRU and a linear head, with their loss, metrics and checks of the data.
+
+- :class:`SequenceRegressor`: the seed's ``GRUModel`` — ``nn.GRU(batch_first=True)`` and an
+  ``nn.Linear`` on the last step's output, mean squared error; same state-dict keys.
+- :class:`SequenceClassifier`: the same body, softmax cross-entropy over classes.
+- :class:`CharLM`: embedding → GRU → linear on every step, next-token cross-entropy, sampling.
+
+Every model is one :class:`~npgru.module.Module` (one flat parameter and gradient vector), takes
+``(B, T, ·)`` batch-first input and per-sequence ``lengths`` for right-padded batches, and has
+the same surface: ``forward``/``backward``, ``loss_and_grad``, ``evaluate``, ``predict``,
+``check_data`` and ``config`` (so ``type(m)(**m.config())`` rebuilds the architecture).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from ._checks import StateError, as_lengths, as_real_array, check_positive_int
+from .gru import GRU
+from .layers import Dropout, Embedding, Linear, as_token_ids
+from .losses import (
+    accuracy,
+    check_class_ids,
+    length_mask,
+    mse_loss,
+    perplexity,
+    softmax,
+    softmax_cross_entropy,
+)
+from .module import Module
+
+
+def child_seeds(seed: int | None, n: int) -> list[int | None]:
+    """``n`` independent integer seeds derived from ``seed`` (all None when ``seed`` is None)."""
+    if seed is None:
+        return [None] * n
+    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+class _GRUModel(Module):
+    """What every ready model shares; subclasses say how a batch becomes a loss."""
+
+    #: True when the loss is per time step (then training can cut sequences into windows)
+    per_step: bool = False
+    #: metric names :meth:`loss_and_grad` reports besides the loss
+    metric_names: tuple[str, ...] = ()
+
+    def _build(self, body: dict[str, Module], gru: GRU, fc: Linear, dropout: float,
+               seed: int | None) -> None:
+        self.gru, self.fc = gru, fc
+        self.drop = Dropout(dropout, dtype=gru.dtype, seed=seed)
+        # the dropout layer has no parameters; adopting it only makes train()/eval() reach it
+        self._adopt({**body, "gru": gru, "drop": self.drop, "fc": fc})
+        self.last_state: np.ndarray | None = None
+        self._cache = None
+
+    def _gru_kwargs(self) -> dict:
+        return dict(num_layers=self.num_layers, batch_first=True, bidirectional=self.bidirectional,
+                    dropout=self.dropout, variant=self.variant, dtype=self.dtype_arg)
+
+    def _common_config(self) -> dict:
+        return dict(num_layers=self.num_layers, bidirectional=self.bidirectional,
+                    dropout=self.dropout, variant=self.variant, dtype=self.dtype.name,
+                    seed=self.seed)
+
+    def _store_common(self, num_layers, bidirectional, dropout, variant, dtype, seed) -> None:
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        self.bidirectional, self.dropout, self.variant = bool(bidirectional), dropout, variant
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        self.dtype_arg, self.seed = dtype, None if seed is None else int(seed)
+
+    # -- training and evaluation --------------------------------------------------------
+    def loss_and_grad(self, X, y, lengths=None, h0=None) -> tuple[float, dict]:
+        """Forward, mean loss over the batch, backward: fills ``flat_grads``.
+
+        Returns
+        -------
+        loss : float
+        metrics : dict
+            e.g. ``{"accuracy": …}`` for classification and next-token prediction.
+        """
+        X, y, lengths = self.check_data(X, y, lengths)
+        pred = self.forward(X, lengths, h0)
+        loss, dpred = self._loss(pred, y, lengths)
+        self.backward(dpred)
+        return loss, self._metrics(pred, y, lengths, loss)
+
+    def evaluate(self, X, y, lengths=None, batch_size: int = 256) -> dict:
+        """Mean loss (and metrics) over a data set, in batches, in evaluation mode.
+
+        Gradients and the training mode are left as they were.
+
+        Returns
+        -------
+        dict
+            ``"loss"`` and the model's metrics (``"accuracy"``; ``"perplexity"`` for CharLM).
+        """
+        X, y, lengths = self.check_data(X, y, lengths)
+        batch_size = check_positive_int("batch_size", batch_size)
+        totals, weight = {}, 0.0
+        with _eval_mode(self):
+            for s in range(0, len(X), batch_size):
+                sl = slice(s, s + batch_size)
+                ln = None if lengths is None else lengths[sl]
+                pred = self.forward(X[sl], ln)
+                w = self._weight(y[sl], ln)
+                loss = self._loss(pred, y[sl], ln)[0]
+                for k, v in {"loss": loss, **self._metrics(pred, y[sl], ln, loss)}.items():
+                    totals[k] = totals.get(k, 0.0) + w * v
+                weight += w
+        result = {k: v / weight for k, v in totals.items()}
+        self._cache = None  # evaluation forwards are not meant to be backpropagated
+        return result
+
+    def _weight(self, y, lengths) -> float:
+        """How much a batch counts in a data-set mean: its number of examples."""
+        return float(len(y))
+
+    def _metrics(self, pred, y, lengths, loss: float) -> dict:
+        return {}
+
+    def __call__(self, X, lengths=None, h0=None):
+        return self.forward(X, lengths, h0)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class _LastOutputModel(_GRUModel):
+    """GRU over the sequence, then a linear head on each sequence's own last valid output."""
+
+    def __init__(self, input_size, hidden_size, out_features, num_layers, bidirectional,
+                 dropout, variant, dtype, seed) -> None:
+        self.input_size = check_positive_int("input_size", input_size)
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        self._store_common(num_layers, bidirectional, dropout, variant, dtype, seed)
+        s_gru, s_fc, s_drop = child_seeds(self.seed, 3)
+        gru = GRU(self.input_size, self.hidden_size, seed=s_gru, **self._gru_kwargs())
+        fc = Linear(self.hidden_size * gru.num_directions, out_features, dtype=dtype, seed=s_fc)
+        self._build({}, gru, fc, dropout, s_drop)
+
+    def forward(self, X, lengths=None, h0=None) -> np.ndarray:
+        """``X`` ``(B, T, input_size)`` → head output ``(B, out)`` from each last valid step.
+
+        ``h0`` ``(num_layers·dirs, B, H)`` is optional (zeros); the final states are kept in
+        :attr:`last_state`.
+        """
+        out, self.last_state = self.gru.forward(X, h0, lengths)
+        B, T, _ = out.shape
+        last = np.full(B, T - 1) if lengths is None else as_lengths(lengths, B, T) - 1
+        rows = np.arange(B)
+        y = self.fc.forward(self.drop.forward(out[rows, last]))
+        self._cache = (out.shape, rows, last)
+        return y
+
+    def backward(self, dout, dh_n=None):
+        """Backpropagate ``dout`` (gradient of the head output); fills ``flat_grads``.
+
+        Returns
+        -------
+        dX : ndarray, shape of ``X``
+        dh0 : ndarray or None
+            Gradient with respect to ``h0``; None if ``h0`` was not given.
+        """
+        if self._cache is None:
+            raise StateError("backward needs a preceding forward: call forward(X) first")
+        shape, rows, last = self._cache
+        self._cache = None
+        dlast = self.drop.backward(self.fc.backward(dout))
+        dseq = np.zeros(shape, dtype=self.dtype)
+        dseq[rows, last] = dlast
+        return self.gru.backward(dseq, dh_n)
+
+    def check_data(self, X, y=None, lengths=None):
+        """Validate a data set once: ``X`` ``(N, T, input_size)`` finite, ``y`` and ``lengths``.
+
+        Returns
+        -------
+        X, y, lengths : ndarray (``y``/``lengths`` None when not given)
+        """
+        X = as_real_array("X", X, self.dtype, ndim=3)
+        if X.shape[2] != self.input_size:
+            raise ValueError(
+                f"X must have shape (N, T, {self.input_size}) (input_size={self.input_size}), "
+                f"got {X.shape}"
+            )
+        if X.shape[0] == 0 or X.shape[1] == 0:
+            raise ValueError(f"X is empty: need at least one sequence of one step, got {X.shape}")
+        lengths = as_lengths(lengths, X.shape[0], X.shape[1])
+        if y is not None:
+            y = np.asarray(y)
+            if y.ndim == 0 or len(y) != len(X):
+                raise ValueError(
+                    f"X and y must hold the same number of examples, got {len(X)} and "
+                    f"{'a scalar' if y.ndim == 0 else len(y)}"
+                )
+            y = self._check_targets(y)
+        return X, y, lengths
+
+
+class SequenceRegressor(_LastOutputModel):
+    """The seed's ``GRUModel``: a GRU and a linear head on the last output, trained with MSE.
+
+    State-dict keys are exactly those of ``nn.GRU(batch_first=True)`` under ``gru.`` and of
+    ``nn.Linear`` under ``fc.``, so a PyTorch state dict of that model loads directly.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    output_size : int, default 1
+    num_layers : int, default 1
+    bidirectional : bool, default False
+    dropout : float, default 0.0
+        Dropout on every GRU layer's output (between layers and before the head), training only.
+    variant : {"torch", "classic"}, default "torch"
+    dtype : float32 or float64, default float32
+    seed : int or None
+        Seeds the initialisation and the dropout masks.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int = 1,
+                 num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0,
+                 variant: str = "torch", dtype=np.float32, seed: int | None = None) -> None:
+        self.output_size = check_positive_int("output_size", output_size)
+        super().__init__(input_size, hidden_size, self.output_size, num_layers, bidirectional,
+                         dropout, variant, dtype, seed)
+
+    def _check_targets(self, y) -> np.ndarray:
+        # a 1-D target is accepted for one output, as (N,) is how a single target is usually kept
+        if y.ndim == 1 and self.output_size == 1:
+            y = y[:, None]
+        y = as_real_array("y", y, self.dtype, ndim=2)
+        if y.shape[1] != self.output_size:
+            raise ValueError(f"y must have shape (N, {self.output_size}), got {y.shape}")
+        return y
+
+    def _loss(self, pred, y, lengths):
+        return mse_loss(pred, y)
+
+    def predict(self, X, lengths=None) -> np.ndarray:
+        """Predictions ``(N, output_size)`` in evaluation mode."""
+        X, _, lengths = self.check_data(X, None, lengths)
+        with _eval_mode(self):
+            return self.forward(X, lengths)
+
+    def config(self) -> dict:
+        return dict(input_size=self.input_size, hidden_size=self.hidden_size,
+                    output_size=self.output_size, **self._common_config())
+
+
+class SequenceClassifier(_LastOutputModel):
+    """A GRU and a linear head on the last output giving class logits; softmax cross-entropy.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    num_classes : int
+    num_layers, bidirectional, dropout, variant, dtype, seed
+        As :class:`SequenceRegressor`.
+    """
+
+    metric_names = ("accuracy",)
+
+    def __init__(self, input_size: int, hidden_size: int, num_classes: int,
+                 num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0,
+                 variant: str = "torch", dtype=np.float32, seed: int | None = None) -> None:
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        super().__init__(input_size, hidden_size, self.num_classes, num_layers, bidirectional,
+                         dropout, variant, dtype, seed)
+
+    def _check_targets(self, y) -> np.ndarray:
+        return check_class_ids("y", y, self.num_classes, (len(y),))
+
+    def _loss(self, pred, y, lengths):
+        return softmax_cross_entropy(pred, y)
+
+    def _metrics(self, pred, y, lengths, loss: float) -> dict:
+        return {"accuracy": accuracy(pred, y)}
+
+    def predict_proba(self, X, lengths=None) -> np.ndarray:
+        """Class probabilities ``(N, num_classes)`` in evaluation mode."""
+        X, _, lengths = self.check_data(X, None, lengths)
+        with _eval_mode(self):
+            return softmax(self.forward(X, lengths))
+
+    def predict(self, X, lengths=None) -> np.ndarray:
+        """Class ids ``(N,)``: the arg-max of the logits."""
+        return np.argmax(self.predict_proba(X, lengths), axis=-1)
+
+    def config(self) -> dict:
+        return dict(input_size=self.input_size, hidden_size=self.hidden_size,
+                    num_classes=self.num_classes, **self._common_config())
+
+
+class CharLM(_GRUModel):
+    """A character (token) language model: embedding → GRU → linear head on every step.
+
+    ``X`` and ``y`` are integer token ids ``(B, T)``, ``y`` the next token of each position.
+    The loss is the mean cross-entropy over real (unpadded) steps.
+
+    Parameters
+    ----------
+    vocab_size, embed_dim, hidden_size : int
+    num_layers, bidirectional, dropout, variant, dtype, seed
+        As :class:`SequenceRegressor` (a bidirectional model sees the future: it cannot
+        generate).
+    """
+
+    per_step = True
+    metric_names = ("accuracy", "perplexity")
+
+    def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, num_layers: int = 1,
+                 bidirectional: bool = False, dropout: float = 0.0, variant: str = "torch",
+                 dtype=np.float32, seed: int | None = None) -> None:
+        self.vocab_size = check_positive_int("vocab_size", vocab_size)
+        self.embed_dim = check_positive_int("embed_dim", embed_dim)
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        self._store_common(num_layers, bidirectional, dropout, variant, dtype, seed)
+        s_emb, s_gru, s_fc, s_drop = child_seeds(self.seed, 4)
+        embed = Embedding(self.vocab_size, self.embed_dim, dtype=dtype, seed=s_emb)
+        gru = GRU(self.embed_dim, self.hidden_size, seed=s_gru, **self._gru_kwargs())
+        fc = Linear(self.hidden_size * gru.num_directions, self.vocab_size, dtype=dtype,
+                    seed=s_fc)
+        self.embed = embed
+        self._build({"embed": embed}, gru, fc, dropout, s_drop)
+
+    def forward(self, X, lengths=None, h0=None) -> np.ndarray:
+        """Token ids ``(B, T)`` → next-token logits ``(B, T, vocab_size)``.
+
+        ``h0`` ``(num_layers·dirs, B, H)`` continues from a previous window; the final states
+        are kept in :attr:`last_state` (for stateful truncated BPTT and generation).
+        """
+        ids = as_token_ids("X", X, self.vocab_size)
+        if ids.ndim != 2:
+            raise ValueError(f"X must be (B, T) token ids, got shape {ids.shape}")
+        out, self.last_state = self.gru.forward(self.embed.forward(ids), h0, lengths)
+        self._cache = True
+        return self.fc.forward(self.drop.forward(out))
+
+    def backward(self, dlogits, dh_n=None):
+        """Backpropagate the logits' gradient; fills ``flat_grads``.
+
+        Returns
+        -------
+        dX : None
+            Token ids have no gradient.
+        dh0 : ndarray or None
+            Gradient with respect to ``h0``; None if ``h0`` was not given.
+        """
+        if self._cache is None:
+            raise StateError("backward needs a preceding forward: call forward(X) first")
+        self._cache = None
+        dseq = self.drop.backward(self.fc.backward(dlogits))
+        demb, dh0 = self.gru.backward(dseq, dh_n)
+        self.embed.backward(demb)
+        return None, dh0
+
+    def check_data(self, X, y=None, lengths=None):
+        """Validate token ids ``X`` ``(N, T)``, next-token ids ``y`` (same shape), ``lengths``."""
+        X = as_token_ids("X", X, self.vocab_size)
+        if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+            raise ValueError(f"X must be non-empty (N, T) token ids, got shape {X.shape}")
+        lengths = as_lengths(lengths, X.shape[0], X.shape[1])
+        if y is not None:
+            y = np.asarray(y)
+            if y.shape != X.shape:
+                raise ValueError(
+                    f"y (next-token ids) must have the shape of X {X.shape}, got {y.shape}"
+                )
+            y = check_class_ids("y", y, self.vocab_size)
+        return X, y, lengths
+
+    def _loss(self, logits, y, lengths):
+        return softmax_cross_entropy(logits, y, length_mask(lengths, *y.shape))
+
+    def _metrics(self, logits, y, lengths, loss: float) -> dict:
+        mask = length_mask(lengths, *y.shape)
+        return {"accuracy": accuracy(logits, y, mask), "perplexity": perplexity(loss)}
+
+    def _weight(self, y, lengths) -> float:
+        return float(y.size if lengths is None else np.sum(lengths))
+
+    def evaluate(self, X, y, lengths=None, batch_size: int = 256) -> dict:
+        result = super().evaluate(X, y, lengths, batch_size)
+        # the perplexity of the data set is exp of its mean loss, not the mean of batch values
+        result["perplexity"] = perplexity(result["loss"])
+        return result
+
+    evaluate.__doc__ = _GRUModel.evaluate.__doc__
+
+    def predict(self, X, lengths=None) -> np.ndarray:
+        """The most likely next token at every position, ``(N, T)``."""
+        X, _, lengths = self.check_data(X, None, lengths)
+        with _eval_mode(self):
+            return np.argmax(self.forward(X, lengths), axis=-1)
+
+    def generate(self, prompt_ids, n: int, temperature: float = 1.0,
+                 seed: int | None = None) -> np.ndarray:
+        """Sample ``n`` tokens that continue ``prompt_ids``.
+
+        Parameters
+        ----------
+        prompt_ids : array_like of int, shape (P,), P ≥ 1
+        n : int
+            Number of tokens to generate.
+        temperature : float, default 1.0
+            Logits are divided by it before the softmax; 0 picks the most likely token.
+        seed : int or None
+            The same seed gives the same tokens.
+
+        Returns
+        -------
+        ndarray of int64, shape (n,)
+            The generated tokens (without the prompt).
+        """
+        if self.bidirectional:
+            raise ValueError("a bidirectional CharLM reads the future and cannot generate")
+        prompt = as_token_ids("prompt_ids", prompt_ids, self.vocab_size)
+        if prompt.ndim != 1 or prompt.size == 0:
+            raise ValueError(f"prompt_ids must be a non-empty 1-D sequence, got {prompt.shape}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        if not (isinstance(temperature, (int, float)) and temperature >= 0):
+            raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+        rng = np.random.default_rng(seed)
+        tokens = np.empty(n, dtype=np.int64)
+        with _eval_mode(self):
+            logits = self.forward(prompt[None, :])[0, -1]
+            for i in range(n):
+                tokens[i] = _sample(logits, temperature, rng)
+                if i + 1 < n:
+                    logits = self.forward(tokens[None, i : i + 1], h0=self.last_state)[0, -1]
+        self._cache = None
+        return tokens
+
+    def config(self) -> dict:
+        return dict(vocab_size=self.vocab_size, embed_dim=self.embed_dim,
+                    hidden_size=self.hidden_size, **self._common_config())
+
+
+def _sample(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    if temperature == 0:
+        return int(np.argmax(logits))
+    p = softmax(logits.astype(np.float64) / temperature)
+    # inverse-CDF sampling with one uniform draw per token: the same seed, the same text
+    return int(min(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right"),
+                   p.size - 1))
+
+
+@contextmanager
+def _eval_mode(model: Module) -> Iterator[None]:
+    """Evaluation mode inside the block, the previous mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

@@ -1,0 +1,216 @@
+"""The training loop: seeded mini-batches, clipping, validation, early stopping, truncated BPTT.
+
+A step is ``model.loss_and_grad`` → (clip) → ``optimizer.step``; everything a model needs to
+say about its data, loss and metrics lives in the model, so this loop knows none of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from ._checks import check_positive_int
+from .optim import Adam, Optimizer, clip_grad_norm
+
+
+def minibatches(n: int, batch_size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
+    """Index arrays that cover ``range(n)`` once, ``batch_size`` at a time (the last may be short).
+
+    Shuffled by ``rng``; in order when ``rng`` is None.
+    """
+    order = np.arange(n) if rng is None else rng.permutation(n)
+    for s in range(0, n, batch_size):
+        yield order[s : s + batch_size]
+
+
+def fit(model, X, y, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer | None = None,
+        clip_norm: float | None = None, lengths=None, validation: tuple | None = None,
+        progress: bool = True, seed: int | None = None, *, patience: int | None = None,
+        min_delta: float = 0.0, scheduler=None, bptt: int | None = None) -> dict[str, list]:
+    """Train ``model`` on ``(X, y)`` with mini-batch gradient descent.
+
+    Parameters
+    ----------
+    model : SequenceRegressor, SequenceClassifier or CharLM
+    X, y : array_like
+        The training set, in the model's format (see its ``check_data``).
+    epochs : int, default 1
+    batch_size : int, default 32
+    optimizer : Optimizer, optional
+        Built on ``model``; ``Adam(model)`` with PyTorch's defaults if omitted.
+    clip_norm : float, optional
+        Clip the gradient's global L2 norm to this before every step.
+    lengths : array_like of int, optional
+        Valid steps per (right-padded) training sequence.
+    validation : tuple, optional
+        ``(X_val, y_val)`` or ``(X_val, y_val, lengths_val)``, evaluated after every epoch.
+    progress : bool, default True
+        Show a tqdm progress bar (if tqdm is installed).
+    seed : int, optional
+        Seeds the shuffling: the same seed, model and data give the same run.
+    patience : int, optional
+        Early stopping: stop after this many epochs without an improvement of more than
+        ``min_delta`` in the validation loss (the training loss without ``validation``), and
+        restore the parameters of the best epoch.
+    min_delta : float, default 0.0
+    scheduler : StepLR or CosineAnnealingLR, optional
+        Stepped after every epoch.
+    bptt : int, optional
+        Truncated backpropagation through time for per-step models (:class:`CharLM`): each
+        batch's sequences are cut into windows of ``bptt`` steps and the hidden state is carried
+        from one window to the next (but no gradient flows across). Whole sequences if omitted.
+
+    Returns
+    -------
+    dict[str, list]
+        Per epoch: ``"loss"`` and the model's metrics (means over the epoch's steps, weighted by
+        examples or tokens), ``"val_loss"`` and ``"val_<metric>"`` with ``validation``, and
+        ``"lr"``. Fewer than ``epochs`` entries if training stopped early.
+
+    Raises
+    ------
+    FloatingPointError
+        If the loss or gradient becomes NaN/Inf; the message names the epoch and step, and the
+        model keeps its last finite parameters.
+    """
+    X, y, lengths = model.check_data(X, y, lengths)
+    val = None if validation is None else _check_validation(model, validation)
+    epochs = check_positive_int("epochs", epochs)
+    batch_size = check_positive_int("batch_size", batch_size)
+    if bptt is not None:
+        if not model.per_step:
+            raise ValueError(f"bptt applies to per-step models (CharLM), not {type(model).__name__}")
+        bptt = check_positive_int("bptt", bptt)
+    if patience is not None:
+        patience = check_positive_int("patience", patience)
+    optimizer = Adam(model) if optimizer is None else optimizer
+    if getattr(optimizer, "params", None) is not model.flat_params:
+        raise ValueError("optimizer must be built on this model (e.g. npgru.Adam(model))")
+
+    rng = np.random.default_rng(seed)
+    n, T = X.shape[0], X.shape[1]
+    windows = 1 if bptt is None else math.ceil(T / bptt)
+    steps_per_epoch = math.ceil(n / batch_size) * windows
+    history: dict[str, list] = {}
+    last_good = model.flat_params.copy()
+    best, best_params, waited = math.inf, None, 0
+    bar = _progress_bar(progress, epochs * steps_per_epoch)
+    model.train()
+    try:
+        for epoch in range(1, epochs + 1):
+            totals, weight, step = {}, 0.0, 0
+            for idx in minibatches(n, batch_size, rng):
+                ln = None if lengths is None else lengths[idx]
+                for batch in _windows(model, X[idx], y[idx], ln, bptt):
+                    step += 1
+                    loss, metrics = _step(model, optimizer, clip_norm, batch, last_good,
+                                          f"epoch {epoch}, step {step} of {steps_per_epoch}")
+                    w = model._weight(batch[1], batch[2])
+                    for k, v in {"loss": loss, **metrics}.items():
+                        totals[k] = totals.get(k, 0.0) + w * v
+                    weight += w
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}", refresh=False)
+            record = {k: v / weight for k, v in totals.items()}
+            if "perplexity" in record:  # of the epoch: exp of its mean loss
+                record["perplexity"] = math.exp(record["loss"])
+            if val is not None:
+                record.update({f"val_{k}": v for k, v in model.evaluate(*val).items()})
+                model.train()
+            record["lr"] = optimizer.lr
+            for k, v in record.items():
+                history.setdefault(k, []).append(v)
+            if scheduler is not None:
+                scheduler.step()
+            if patience is not None:
+                monitored = record["val_loss" if val is not None else "loss"]
+                if monitored < best - min_delta:
+                    best, best_params, waited = monitored, model.flat_params.copy(), 0
+                else:
+                    waited += 1
+                    if waited >= patience:
+                        break
+    finally:
+        bar.close()
+    if best_params is not None:
+        model.flat_params[...] = best_params
+    return history
+
+
+def _step(model, optimizer, clip_norm, batch, last_good, where: str) -> tuple[float, dict]:
+    """One update; refuses a non-finite loss, gradient or result, keeping finite parameters."""
+    Xb, yb, lb, h0 = batch
+    loss, metrics = model.loss_and_grad(Xb, yb, lb, h0)
+    g = model.flat_grads
+    if not (math.isfinite(loss) and np.all(np.isfinite(g))):
+        raise FloatingPointError(
+            f"{'loss' if not math.isfinite(loss) else 'gradient'} is not finite at {where}; "
+            "training stopped and the model keeps its parameters from before this step "
+            "(try a smaller learning rate or clip_norm)"
+        )
+    if clip_norm is not None:
+        clip_grad_norm(g, clip_norm)
+    np.copyto(last_good, model.flat_params)
+    optimizer.step()
+    if not np.all(np.isfinite(model.flat_params)):
+        model.flat_params[...] = last_good
+        raise FloatingPointError(
+            f"the parameters overflowed at {where}; training stopped and the model keeps its "
+            "parameters from before this step (try a smaller learning rate or clip_norm)"
+        )
+    return loss, metrics
+
+
+def _windows(model, X, y, lengths, bptt):
+    """``(X, y, lengths, h0)`` per window of ``bptt`` steps, carrying the state across them.
+
+    The generator resumes only after the caller has stepped on the window it yielded, so
+    ``model.last_state`` then holds that window's final states: the next window starts there.
+    """
+    if bptt is None:
+        yield X, y, lengths, None
+        return
+    B, T = X.shape
+    state = None  # (layers·dirs, B, H): each sequence's state at the end of the last window
+    for s in range(0, T, bptt):
+        sl = slice(s, s + bptt)
+        run = np.full(B, min(bptt, T - s)) if lengths is None else np.clip(lengths - s, 0, bptt)
+        active = np.flatnonzero(run)  # sequences that have already ended sit this window out
+        if active.size == 0:
+            return
+        h0 = None if state is None else state[:, active]
+        yield X[active, sl], y[active, sl], None if lengths is None else run[active], h0
+        if state is None:
+            L, _, H = model.last_state.shape
+            state = np.zeros((L, B, H), dtype=model.last_state.dtype)
+        state[:, active] = model.last_state
+
+
+def _check_validation(model, validation) -> tuple:
+    if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
+        raise TypeError("validation must be (X_val, y_val) or (X_val, y_val, lengths_val)")
+    return model.check_data(*validation)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def set_postfix(self, **kw) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(progress: bool, total: int):
+    """A tqdm bar over all steps, or a stand-in that does nothing (progress off, or no tqdm)."""
+    if progress:
+        try:
+            from tqdm.auto import tqdm  # imported here: `import npgru` needs only NumPy
+        except ImportError:
+            return _NoBar()
+        return tqdm(total=total, unit="step", desc="fit")
+    return _NoBar()
