@@ -178,6 +178,8 @@ def load(
     _check_rate("missing_rate", missing_rate, high=0.5)
     _check_rate("fault_rate", fault_rate, high=0.5)
     _check_rate("test_fraction", test_fraction)
+    if test_fraction == 0:
+        raise ValueError("test_fraction must lie in (0, 1), got 0")
     cut = int(round(steps * (1.0 - test_fraction)))
     if min(cut, steps - cut) < window + 1:
         raise ValueError(
