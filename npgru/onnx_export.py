@@ -1,0 +1,300 @@
+"""ONNX export of the GRU layer and the ready models, for ONNX runtimes on servers and devices.
+
+The graph uses standard operators only: ``Gather`` for an embedding, one ``GRU`` node per layer
+(both directions in one node), ``Gemm``/``MatMul`` for the head, and ``GatherND`` to pick each
+sequence's last valid output. The layout facts (REFERENCES "GRU formats", after the ONNX
+operator specification and PyTorch's own exporter):
+
+- ONNX stacks the gate blocks as ``z, r, h``; npgru (as PyTorch) as ``r, z, n``, so the row
+  blocks are reordered, never transposed. ``W`` is ``[dirs, 3H, D]``, ``R`` is ``[dirs, 3H, H]``
+  and ``B`` is ``[dirs, 6H]`` = ``[b_ih; b_hh]``, forward direction first.
+- ``variant="torch"`` is ``linear_before_reset=1``. ``variant="classic"`` (reset before the
+  hidden matmul) is ``linear_before_reset=0``, but ONNX updates ``H = (1−z)⊙h̃ + z⊙H_prev``
+  while classic updates ``h = (1−z)⊙h_prev + z⊙h̃``: the classic ``z`` is ONNX's ``1 − z``.
+  Since ``1 − σ(a) = σ(−a)``, the z-blocks of the weights and biases are exported negated.
+- ``Y`` is ``[T, dirs, B, H]``; the layer output ``(T, B, dirs·H)`` is ``Y`` transposed to
+  ``[T, B, dirs, H]`` and reshaped.
+
+The ``onnx`` package is needed only here and is imported when :func:`export_onnx` runs
+(``pip install npgru[onnx]``); running the file needs an ONNX runtime, not npgru.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from .gru import GRU
+from .models import CharLM, SequenceClassifier, SequenceRegressor
+from .module import Module
+
+#: the default opset: GatherND's ``batch_dims`` needs 12; 17 is what current runtimes all run
+DEFAULT_OPSET = 17
+
+_SUPPORTED = (GRU, SequenceRegressor, SequenceClassifier, CharLM)
+
+
+def export_onnx(
+    model: Module,
+    path: str | os.PathLike,
+    *,
+    lengths: bool = False,
+    initial_state: bool = False,
+    opset: int = DEFAULT_OPSET,
+) -> None:
+    """Write ``model`` as an ONNX file that computes what its ``forward`` computes.
+
+    The batch size and the number of steps are dynamic. Weights are stored as float32, the type
+    ONNX runtimes implement ``GRU`` for (a float64 model is rounded). Dropout is not exported:
+    the file is the model in evaluation mode.
+
+    Parameters
+    ----------
+    model : GRU, SequenceRegressor, SequenceClassifier or CharLM
+    path : str or path-like
+        Written atomically (a temporary file in the same directory, then renamed).
+    lengths : bool, default False
+        Add an input ``lengths`` (int64, ``(B,)``) for right-padded batches, with npgru's
+        (PyTorch's packed) semantics: states stop at each sequence's end, padded outputs are
+        zero, the reverse direction starts at each sequence's own last step, and the
+        regressor/classifier read each sequence's last valid output. Without it every sequence
+        runs all ``T`` steps.
+    initial_state : bool, default False
+        Add an input ``h0`` (float32, ``(num_layers·dirs, B, H)``); without it states start at
+        zero.
+    opset : int, default 17
+        ONNX opset version, at least 12.
+
+    Notes
+    -----
+    Inputs, in order: ``input`` — float32 ``(T, B, D)`` for a GRU (``(B, T, D)`` with
+    ``batch_first``), float32 ``(B, T, D)`` for the regressor/classifier, int64 token ids
+    ``(B, T)`` for CharLM — then ``lengths`` and ``h0`` when asked for. Outputs: ``output`` and
+    ``h_n`` for a GRU (as :meth:`GRU.forward`), ``output`` (predictions ``(B, out)``, logits
+    ``(B, num_classes)`` or ``(B, T, vocab_size)``) and ``h_n`` for the ready models.
+
+    Raises
+    ------
+    ImportError
+        If the ``onnx`` package is missing.
+    TypeError
+        If ``model`` is not one of the supported classes.
+    ValueError
+        If ``opset`` is below 12.
+    """
+    if not isinstance(model, _SUPPORTED):
+        names = ", ".join(c.__name__ for c in _SUPPORTED)
+        raise TypeError(f"export_onnx supports {names}; got {type(model).__name__}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 12:
+        raise ValueError(f"opset must be an int >= 12 (GatherND batch_dims), got {opset!r}")
+    onnx = _import_onnx()
+    graph = _Graph(onnx)
+    gru = model if isinstance(model, GRU) else model.gru
+    inputs = [_input_info(onnx, model)]
+    seq_lens = h0 = None
+    if lengths:
+        inputs.append(onnx.helper.make_tensor_value_info("lengths", onnx.TensorProto.INT64, ["B"]))
+        seq_lens = graph.node("Cast", ["lengths"], to=onnx.TensorProto.INT32)
+    h_n_dims = [gru.num_layers * gru.num_directions, "B", gru.hidden_size]
+    if initial_state:
+        inputs.append(onnx.helper.make_tensor_value_info("h0", onnx.TensorProto.FLOAT, h_n_dims))
+        h0 = "h0"
+
+    if isinstance(model, GRU):
+        x = graph.node("Transpose", ["input"], perm=[1, 0, 2]) if gru.batch_first else "input"
+    elif isinstance(model, CharLM):
+        # look up the time-major ids, so the GRU gets (T, B, E) without a float transpose
+        ids = graph.node("Transpose", ["input"], perm=[1, 0])
+        x = graph.node("Gather", [graph.const("embed.weight", model.params["embed.weight"]), ids],
+                       axis=0)
+    else:
+        x = graph.node("Transpose", ["input"], perm=[1, 0, 2])
+    y, h_n = _gru_stack(graph, gru, x, seq_lens, h0)
+
+    if isinstance(model, GRU):
+        y = graph.node("Transpose", [y], perm=[1, 0, 2]) if gru.batch_first else y
+    else:
+        y = graph.node("Transpose", [y], perm=[1, 0, 2])  # (B, T, F): the models are batch-first
+        if isinstance(model, CharLM):
+            y = _linear(graph, model, y, rank=3)
+        else:
+            last = _last_output(graph, y, "lengths" if lengths else None)
+            y = _linear(graph, model, last, rank=2)
+    graph.node("Identity", [y], out="output")
+    graph.node("Identity", [h_n], out="h_n")
+
+    outputs = [
+        onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, _output_dims(model)),
+        onnx.helper.make_tensor_value_info("h_n", onnx.TensorProto.FLOAT, h_n_dims),
+    ]
+    proto = onnx.helper.make_model(
+        onnx.helper.make_graph(graph.nodes, type(model).__name__, inputs, outputs,
+                               initializer=graph.initializers),
+        opset_imports=[onnx.helper.make_opsetid("", opset)],
+        producer_name="npgru",
+    )
+    onnx.checker.check_model(proto)
+    _write_atomic(os.fspath(path), proto.SerializeToString())
+
+
+def onnx_gru_weights(gru: GRU, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One layer's ``W``, ``R``, ``B`` in the ONNX ``GRU`` layout (float32).
+
+    Parameters
+    ----------
+    gru : GRU
+    layer : int
+
+    Returns
+    -------
+    W : ndarray, shape (dirs, 3H, D)
+    R : ndarray, shape (dirs, 3H, H)
+    B : ndarray, shape (dirs, 6H), or None
+        ``None`` for a GRU without bias (ONNX then uses zeros).
+    """
+    H = gru.hidden_size
+    # rows [r, z, n] -> [z, r, n]; for classic also negate z (ONNX's z is classic's 1 - z)
+    order = np.r_[H : 2 * H, 0:H, 2 * H : 3 * H]
+    sign = np.ones((3 * H, 1), dtype=np.float32)
+    if gru.variant == "classic":
+        sign[:H] = -1.0
+
+    def blocks(name: str) -> np.ndarray:
+        return np.stack([
+            gru.params[f"{name}{sfx}"].reshape(3 * H, -1)[order].astype(np.float32) * sign
+            for sfx in gru._suffixes(layer)
+        ])
+
+    W, R = blocks("weight_ih"), blocks("weight_hh")
+    B = np.concatenate([blocks("bias_ih"), blocks("bias_hh")], axis=1)[..., 0] if gru.bias else None
+    return W, R, B
+
+
+# -- graph building ---------------------------------------------------------------------
+class _Graph:
+    """Nodes and initializers under construction, with unique tensor names."""
+
+    def __init__(self, onnx: Any) -> None:
+        self.onnx = onnx
+        self.nodes: list = []
+        self.initializers: list = []
+        self._count = 0
+
+    def node(self, op: str, inputs: list[str], out: str | None = None, n_out: int = 1,
+             **attrs) -> Any:
+        """Append an ``op`` node; return its output name (a list of names when ``n_out > 1``)."""
+        if out is None:
+            self._count += 1
+            outs = [f"{op.lower()}_{self._count}" + (f"_{i}" if n_out > 1 else "")
+                    for i in range(n_out)]
+        else:
+            outs = [out]
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, outs, **attrs))
+        return outs if n_out > 1 else outs[0]
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        """Add ``value`` as an initializer (float arrays as float32) and return its name."""
+        value = np.asarray(value)
+        if value.dtype.kind == "f":
+            value = value.astype(np.float32)
+        self.initializers.append(self.onnx.numpy_helper.from_array(value, name))
+        return name
+
+
+def _gru_stack(graph: _Graph, gru: GRU, x: str, seq_lens: str | None,
+               h0: str | None) -> tuple[str, str]:
+    """GRU nodes, one per layer, on time-major ``x``; returns ``(Y (T, B, dirs·H), h_n)``."""
+    dirs, H = gru.num_directions, gru.hidden_size
+    direction = "bidirectional" if gru.bidirectional else "forward"
+    states = []
+    for k in range(gru.num_layers):
+        W, R, B = onnx_gru_weights(gru, k)
+        inputs = [x, graph.const(f"gru.W_l{k}", W), graph.const(f"gru.R_l{k}", R),
+                  graph.const(f"gru.B_l{k}", B) if B is not None else "", seq_lens or ""]
+        if h0 is not None:
+            inputs.append(graph.node("Slice", [
+                h0, graph.const(f"h0.start_l{k}", np.array([k * dirs])),
+                graph.const(f"h0.end_l{k}", np.array([(k + 1) * dirs])),
+                graph.const(f"h0.axis_l{k}", np.array([0])),
+            ]))
+        y, y_h = graph.node("GRU", inputs, n_out=2, hidden_size=H, direction=direction,
+                            linear_before_reset=int(gru.variant == "torch"))
+        # Y is [T, dirs, B, H]; the layer's output is (T, B, dirs·H), forward half first
+        if dirs == 1:
+            x = graph.node("Squeeze", [y, graph.const(f"axis1_l{k}", np.array([1]))])
+        else:
+            y = graph.node("Transpose", [y], perm=[0, 2, 1, 3])
+            x = graph.node("Reshape", [y, graph.const(f"shape_l{k}", np.array([0, 0, dirs * H]))])
+        states.append(y_h)
+    h_n = states[0] if len(states) == 1 else graph.node("Concat", states, axis=0)
+    return x, h_n
+
+
+def _last_output(graph: _Graph, y: str, lengths: str | None) -> str:
+    """Each sequence's last valid output ``(B, F)`` from batch-first ``y`` ``(B, T, F)``."""
+    if lengths is None:
+        return graph.node("Gather", [y, graph.const("last_step", np.array(-1))], axis=1)
+    idx = graph.node("Sub", [lengths, graph.const("one", np.array(1))])
+    idx = graph.node("Unsqueeze", [idx, graph.const("axis1", np.array([1]))])  # (B, 1)
+    return graph.node("GatherND", [y, idx], batch_dims=1)
+
+
+def _linear(graph: _Graph, model: Module, x: str, rank: int) -> str:
+    """The ``fc`` head ``x Wᵀ + b``: ``Gemm`` on ``(B, F)``, ``MatMul`` + ``Add`` on 3-D."""
+    W, b = model.params["fc.weight"], model.params.get("fc.bias")
+    if rank == 2:
+        inputs = [x, graph.const("fc.weight", W)] + ([graph.const("fc.bias", b)] if b is not None
+                                                      else [])
+        return graph.node("Gemm", inputs, transB=1)
+    y = graph.node("MatMul", [x, graph.const("fc.weight_t", np.ascontiguousarray(W.T))])
+    return y if b is None else graph.node("Add", [y, graph.const("fc.bias", b)])
+
+
+def _input_info(onnx: Any, model: Module) -> Any:
+    if isinstance(model, CharLM):
+        return onnx.helper.make_tensor_value_info("input", onnx.TensorProto.INT64, ["B", "T"])
+    time_major = isinstance(model, GRU) and not model.batch_first
+    dims = ["T", "B"] if time_major else ["B", "T"]
+    return onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT,
+                                              [*dims, model.input_size])
+
+
+def _output_dims(model: Module) -> list:
+    if isinstance(model, GRU):
+        width = model.num_directions * model.hidden_size
+        return ["B", "T", width] if model.batch_first else ["T", "B", width]
+    if isinstance(model, CharLM):
+        return ["B", "T", model.vocab_size]
+    return ["B", model.fc.out_features]
+
+
+def _import_onnx() -> Any:
+    try:
+        import onnx
+        import onnx.checker
+        import onnx.helper
+        import onnx.numpy_helper
+    except ImportError as e:
+        raise ImportError(
+            "export_onnx needs the 'onnx' package: pip install npgru[onnx] (or pip install onnx)"
+        ) from e
+    return onnx
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=".npgru-", suffix=".onnx.tmp",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
