@@ -420,9 +420,10 @@ class CharLM(_GRUModel):
         """
         if self.bidirectional:
             raise ValueError("a bidirectional CharLM reads the future and cannot generate")
-        prompt = as_token_ids("prompt_ids", prompt_ids, self.vocab_size)
+        prompt = np.asarray(prompt_ids)
         if prompt.ndim != 1 or prompt.size == 0:
             raise ValueError(f"prompt_ids must be a non-empty 1-D sequence, got {prompt.shape}")
+        prompt = as_token_ids("prompt_ids", prompt, self.vocab_size)
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
         if not (isinstance(temperature, (int, float)) and temperature >= 0):
