@@ -117,7 +117,8 @@ def parse_play(markdown: str) -> tuple[str, dict[str, str]]:
                     speech.pop()
                 if last_text.startswith("OF "):
                     # A wrapped *suffix* of the current speaker ("ANTIPHOLUS" … "OF EPHESUS").
-                    speaker = f"{speaker} {last_text}" if speaker else speaker
+                    if speaker is not None:
+                        speaker = f"{speaker} {last_text}"
                 else:
                     name = f"{last_text} {name}"
             flush()
