@@ -1,0 +1,283 @@
+"""The ``npgru`` command: train, federate, generate, bench, info.
+
+Every subcommand explains itself with ``--help``. Bad flags, missing files and bad values end
+with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _formatter(prog):
+    return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=34, width=100)
+
+
+# -- shared options ------------------------------------------------------------------------
+def _data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=["shakespeare", "sensors"], default="shakespeare",
+                   help="shipped Shakespeare roles (next character) or synthetic IoT sensors")
+    g.add_argument("--task", choices=["forecast", "fault"], default="forecast",
+                   help="sensors only: next-value regression or fault classification")
+    g.add_argument("--min-chars", type=int, default=10_000,
+                   help="shakespeare: keep roles with at least this many characters")
+    g.add_argument("--max-clients", type=int, default=60,
+                   help="keep at most this many clients (roles with most text; devices)")
+    g.add_argument("--seq-len", type=int, default=80, help="characters (steps) per example")
+    g.add_argument("--iid", action="store_true",
+                   help="shakespeare: the IID-shuffled twin instead of the natural role split")
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--hidden-size", type=int, default=128, help="GRU state size")
+    g.add_argument("--num-layers", type=int, default=1, help="stacked GRU layers")
+    g.add_argument("--embed-dim", type=int, default=8, help="shakespeare: character embedding size")
+    g.add_argument("--variant", choices=["torch", "classic"], default="torch",
+                   help="GRU equations: PyTorch's form or the classic textbook form")
+
+
+def _run_options(p: argparse.ArgumentParser, out_default: str) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=0, help="seeds everything: same seed, same result")
+    g.add_argument("--out", default=out_default,
+                   help="directory for history.json, model.npz and curves.png")
+    g.add_argument("--quiet", action="store_true", help="no progress bar or per-round lines")
+
+
+# -- helpers -------------------------------------------------------------------------------
+def load_data(args):
+    """The dataset the flags describe, as :class:`~npgru.datasets.FederatedData`."""
+    from .datasets import sensors, shakespeare
+
+    if args.dataset == "shakespeare":
+        return shakespeare.load(min_chars=args.min_chars, max_clients=args.max_clients,
+                                seq_len=args.seq_len, iid=args.iid, seed=args.seed)
+    return sensors.load(num_devices=args.max_clients, window=args.seq_len, task=args.task,
+                        seed=args.seed)
+
+
+def build_model(data, args):
+    """A fresh model for the dataset's task, sized by the flags."""
+    from .models import CharLM, SequenceClassifier, SequenceRegressor
+
+    common = dict(num_layers=args.num_layers, variant=args.variant, seed=args.seed)
+    if data.task == "next-token":
+        return CharLM(len(data.meta["vocab"]), args.embed_dim, args.hidden_size, **common)
+    features = data.clients[0].x_train.shape[-1]
+    if data.task == "classification":
+        return SequenceClassifier(features, args.hidden_size, data.meta["num_classes"], **common)
+    return SequenceRegressor(features, args.hidden_size, data.clients[0].y_train.shape[-1],
+                             **common)
+
+
+def write_json(path: str, obj) -> None:
+    """Write ``obj`` as JSON atomically (temp file + rename)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def sample_text(model, prompt: str, n: int, temperature: float, seed: int) -> str:
+    """``prompt`` followed by ``n`` generated characters."""
+    from .datasets import shakespeare
+
+    ids = model.generate(shakespeare.encode(prompt), n, temperature=temperature, seed=seed)
+    return prompt + shakespeare.decode(ids)
+
+
+def _finish(args, model, records, x: str, title: str) -> None:
+    from .io import save
+    from .plots import plot_curves
+
+    model_path = os.path.join(args.out, "model.npz")
+    curves_path = os.path.join(args.out, "curves.png")
+    save(model, model_path)
+    write_json(os.path.join(args.out, "history.json"), records)
+    plot_curves(records, curves_path, x=x, title=title)
+    print(f"model:   {model_path}")
+    print(f"history: {os.path.join(args.out, 'history.json')}")
+    print(f"curves:  {curves_path}")
+    if args.dataset == "shakespeare":
+        print("sample (ROMEO:, temperature 0.8):")
+        print(sample_text(model, "ROMEO:", 200, 0.8, args.seed))
+
+
+# -- subcommands ---------------------------------------------------------------------------
+def cmd_train(args) -> None:
+    """The centralised baseline: pool every client's training data and fit one model."""
+    from .optim import SGD, Adam
+    from .train import fit
+
+    os.makedirs(args.out, exist_ok=True)
+    data = load_data(args)
+    model = build_model(data, args)
+    X, y = data.pooled("train")
+    Xt, yt = data.pooled("test")
+    opt = SGD(model, lr=args.lr) if args.optimizer == "sgd" else Adam(model, lr=args.lr)
+    records = []
+    start = time.perf_counter()
+    for epoch in range(1, args.epochs + 1):
+        h = fit(model, X, y, epochs=1, batch_size=args.batch_size, optimizer=opt,
+                clip_norm=args.clip_norm, progress=not args.quiet, seed=args.seed + epoch)
+        test = model.evaluate(Xt, yt)
+        rec = {"round": epoch, "train_loss": h["loss"][-1], "test_loss": test["loss"],
+               "wall_time": time.perf_counter() - start}
+        if "accuracy" in test:
+            rec["train_accuracy"] = h["accuracy"][-1]
+            rec["test_accuracy"] = test["accuracy"]
+        records.append(rec)
+        if not args.quiet:
+            print(_round_line(rec, "epoch"), flush=True)
+    _finish(args, model, records, "round", f"centralised {args.dataset}")
+
+
+def cmd_generate(args) -> None:
+    from .io import load
+    from .models import CharLM
+
+    if not os.path.exists(args.model):
+        raise UsageError(f"npgru generate: model file not found: {args.model}")
+    model = load(args.model)
+    if not isinstance(model, CharLM):
+        raise UsageError(f"npgru generate: {args.model} holds a {type(model).__name__}, "
+                         "not a character model (CharLM)")
+    print(sample_text(model, args.prompt, args.n, args.temperature, args.seed))
+
+
+def cmd_info(args) -> None:
+    from . import __version__, _backend
+
+    print(f"npgru {__version__}")
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}")
+    if _backend.numba_available():
+        import numba
+
+        print(f"numba {numba.__version__}: available")
+    else:
+        print("numba: not installed (NumPy kernels only)")
+    print(f"backend: {_backend.get_backend()} (NPGRU_BACKEND={os.environ.get('NPGRU_BACKEND', '')})")
+    try:
+        from threadpoolctl import threadpool_info
+
+        for pool in threadpool_info():
+            print(f"blas: {pool.get('internal_api')} {pool.get('version')} "
+                  f"{pool.get('architecture')} threads={pool.get('num_threads')}")
+    except ImportError:
+        pass
+
+
+def cmd_bench(args) -> None:
+    """Run the benchmark suite kept in the repository's ``benchmarks/`` folder."""
+    import runpy
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(here, "benchmarks", "bench_gru.py")
+    if not os.path.exists(script):
+        raise UsageError("npgru bench: benchmarks/bench_gru.py not found; run it from a checkout "
+                         "of the npgru repository")
+    sys.argv = [script, *args.bench_args]
+    runpy.run_path(script, run_name="__main__")
+
+
+def _round_line(rec: dict, label: str = "round") -> str:
+    parts = [f"{label} {rec['round']:>3}"]
+    for key, name in (("train_loss", "train loss"), ("test_loss", "test loss"),
+                      ("test_accuracy", "test acc"), ("epsilon", "ε")):
+        v = rec.get(key)
+        if isinstance(v, (int, float)):
+            parts.append(f"{name} {v:.4f}")
+    for key in ("clients_ok", "clients_dropped"):
+        v = rec.get(key)
+        if v is not None:
+            parts.append(f"{key.split('_')[1]} {len(v) if isinstance(v, list) else v}")
+    if "wall_time" in rec:
+        parts.append(f"{rec['wall_time']:.1f}s")
+    return " | ".join(parts)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="npgru", formatter_class=_formatter,
+                     description="A from-scratch NumPy GRU and a federated-learning simulator.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("train", formatter_class=_formatter,
+                       help="centralised baseline: one model on all clients' data",
+                       description="Train one model on the pooled training data of every client "
+                                   "(the centralised baseline for `npgru federate`).")
+    _data_options(p)
+    _model_options(p)
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=5, help="passes over the pooled training data")
+    g.add_argument("--batch-size", type=int, default=32, help="examples per step")
+    g.add_argument("--lr", type=float, default=3e-3, help="learning rate")
+    g.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="optimizer")
+    g.add_argument("--clip-norm", type=float, default=5.0, help="global gradient-norm clip")
+    _run_options(p, "runs/train")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", formatter_class=_formatter,
+                       help="sample text from a trained character model",
+                       description="Continue a prompt with a trained CharLM (model.npz).")
+    p.add_argument("--model", required=True, help="path to a model.npz written by train/federate")
+    p.add_argument("--prompt", default="ROMEO:", help="text to continue")
+    p.add_argument("-n", type=int, default=300, help="characters to generate")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="sampling temperature (0 = always the most likely character)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("bench", formatter_class=_formatter,
+                       help="the GRU benchmark suite (npgru vs torch.nn.GRU)",
+                       description="Run benchmarks/bench_gru.py; extra arguments pass through.")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for bench_gru.py")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("info", formatter_class=_formatter,
+                       help="versions, backend, whether Numba is active",
+                       description="Print versions, the kernel backend and the BLAS in use.")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``npgru`` command; returns the exit status."""
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+        args.func(args)
+    except UsageError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, TypeError, OSError) as e:
+        print(f"npgru: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("npgru: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
