@@ -33,13 +33,20 @@ def set_backend(name: str | None) -> None:
     _requested = name
 
 
+_numba_ok: bool | None = None  # cached: a failed import is slow to retry on every call
+
+
 def numba_available() -> bool:
-    """True if Numba can be imported."""
-    try:
-        import numba  # noqa: F401
-    except Exception:
-        return False
-    return True
+    """True if Numba can be imported (imports it on the first call, not at ``import npgru``)."""
+    global _numba_ok
+    if _numba_ok is None:
+        try:
+            import numba  # noqa: F401
+
+            _numba_ok = True
+        except Exception:
+            _numba_ok = False
+    return _numba_ok
 
 
 def get_backend() -> str:
@@ -50,7 +57,13 @@ def get_backend() -> str:
 
 
 def kernels() -> ModuleType:
-    """The module holding the active backend's step kernels."""
+    """The module holding the active backend's kernels: :mod:`npgru._numba_kernels` or the
+    NumPy twins in :mod:`npgru.kernels`. The Numba module is imported on first use only;
+    its functions compile on their first call (and load from the on-disk cache after that)."""
+    if get_backend() == "numba":
+        from . import _numba_kernels
+
+        return _numba_kernels
     from . import kernels as numpy_kernels
 
     return numpy_kernels

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _backend
+from . import kernels as _numpy_kernels
 from ._checks import StateError, as_lengths, as_real_array, check_positive_int, check_shape
 from .module import Module
 
@@ -30,10 +31,42 @@ class GRUCache:
     hs: np.ndarray  # (T+1, B, H) states, hs[0] = h0
     gates: np.ndarray  # (T, B, 3H) [r, z, n] after their nonlinearities
     hid: np.ndarray  # (T, B, H) torch: gh_n; classic: r ⊙ h_prev
-    mask: np.ndarray | None  # (T, B, 1) 1 while a sequence runs, None if all run T steps
+    mask: np.ndarray | None  # (T, B) 1 while a sequence runs, None if all run T steps
     w_ih: np.ndarray
     w_hh: np.ndarray
     bias: bool
+
+
+# Whole-sequence compiled kernels multiply the hidden state by W_hh with loops; BLAS wins once
+# a step's hidden GEMM has more than about this many multiply-adds (B·H·3H). Measured on the
+# 2-core development machine (benchmarks/bench_gru.py): tiny (16·32·96 ≈ 49k) and device
+# (1·64·192 ≈ 12k) are far faster compiled; seed (64·64·192 ≈ 786k) is faster with BLAS.
+SEQ_KERNEL_MAX_MACS = 200_000
+
+
+def _use_seq_kernel(K, B: int, H: int) -> bool:
+    """Run the whole time loop in compiled code? Only on the Numba backend, for small shapes."""
+    return getattr(K, "COMPILED", False) and B * H * 3 * H <= SEQ_KERNEL_MAX_MACS
+
+
+def _float_dtype(*arrays) -> np.dtype:
+    dt = np.result_type(*[a.dtype for a in arrays])
+    if dt.kind in "biu":
+        return np.dtype(np.float64)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"gru arrays must be float32 or float64, got {dt}")
+    return dt
+
+
+def _arr(name: str, a, dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """``a`` as a C-contiguous ``dtype`` array of exactly ``shape`` (what the kernels assume)."""
+    if a is None:
+        raise TypeError(f"{name} must be an array, got None")
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    check_shape(name, arr, shape)
+    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, mask=None, variant="torch"):
@@ -60,42 +93,61 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, mask=None, variant="tor
     h_n : ndarray, shape (B, H)
         Each sequence's state after its own last step.
     cache : GRUCache
+
+    Notes
+    -----
+    Every shape is checked here, before any kernel runs, so no input can make a compiled
+    kernel read out of bounds. Small shapes on the Numba backend run the whole time loop in
+    one compiled call; otherwise each step is one BLAS GEMM plus one fused gate kernel.
     """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    x, w_ih, w_hh = (np.asarray(a) for a in (x, w_ih, w_hh))
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"x must be a non-empty 3-D array (T, B, D), got shape {x.shape}")
+    if w_hh.ndim != 2 or w_hh.shape[0] != 3 * w_hh.shape[1] or w_hh.shape[1] == 0:
+        raise ValueError(f"w_hh must have shape (3H, H), got {w_hh.shape}")
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("b_ih and b_hh must both be given or both be None")
     T, B, D = x.shape
     H = w_hh.shape[1]
+    dt = _float_dtype(x, w_ih, w_hh)
+    x = _arr("x", x, dt, (T, B, D))
+    w_ih = _arr("w_ih", w_ih, dt, (3 * H, D))
+    w_hh = _arr("w_hh", w_hh, dt, (3 * H, H))
+    h0 = _arr("h0", h0, dt, (B, H))
+    bias = b_ih is not None
+    if bias:
+        b_ih = _arr("b_ih", b_ih, dt, (3 * H,))
+        b_hh = _arr("b_hh", b_hh, dt, (3 * H,))
+    m2 = None
+    if mask is not None:
+        mask = _arr("mask", mask, dt, (T, B, 1))
+        m2 = mask.reshape(T, B)
     K = _backend.kernels()
     # one GEMM for the input projection of every step
     gi = (x.reshape(T * B, D) @ w_ih.T).reshape(T, B, 3 * H)
-    if b_ih is not None:
+    if bias:
         gi += b_ih
-    hs = np.empty((T + 1, B, H), dtype=x.dtype)
+    # the kernels always add b_hh (b_hn sits inside r ⊙ (·)); zeros stand in for "no bias"
+    bh = b_hh if bias else np.zeros(3 * H, dtype=dt)
+    hs = np.empty((T + 1, B, H), dtype=dt)
     hs[0] = h0
-    gates = np.empty((T, B, 3 * H), dtype=x.dtype)
-    hid = np.empty((T, B, H), dtype=x.dtype)
+    gates = np.empty((T, B, 3 * H), dtype=dt)
+    hid = np.empty((T, B, H), dtype=dt)
+    seq = _use_seq_kernel(K, B, H)
     if variant == "torch":
-        u_t = np.ascontiguousarray(w_hh.T)
-        gh = np.empty((B, 3 * H), dtype=x.dtype)
-        for t in range(T):
-            np.matmul(hs[t], u_t, out=gh)
-            if b_hh is not None:
-                gh += b_hh
-            K.torch_step_forward(gi[t], gh, hs[t], _at(mask, t), hs[t + 1], gates[t], hid[t])
+        if seq:
+            K.torch_seq_forward(gi, w_hh, bh, m2, hs, gates, hid)
+        else:
+            K.torch_forward_loop(K, gi, w_hh, bh, m2, hs, gates, hid)
     else:
-        u_rz_t = np.ascontiguousarray(w_hh[: 2 * H].T)
-        u_n_t = np.ascontiguousarray(w_hh[2 * H :].T)
-        gh_rz = np.empty((B, 2 * H), dtype=x.dtype)
-        gh_n = np.empty((B, H), dtype=x.dtype)
-        for t in range(T):
-            np.matmul(hs[t], u_rz_t, out=gh_rz)
-            if b_hh is not None:
-                gh_rz += b_hh[: 2 * H]
-            K.classic_step_gates(gi[t], gh_rz, hs[t], gates[t], hid[t])
-            np.matmul(hid[t], u_n_t, out=gh_n)
-            if b_hh is not None:
-                gh_n += b_hh[2 * H :]
-            K.classic_step_forward(gi[t], gh_n, hs[t], _at(mask, t), hs[t + 1], gates[t])
+        if seq:
+            K.classic_seq_forward(gi, w_hh, bh, m2, hs, gates, hid)
+        else:
+            K.classic_forward_loop(K, gi, w_hh, bh, m2, hs, gates, hid)
     out = hs[1:] if mask is None else hs[1:] * mask
-    cache = GRUCache(variant, x, hs, gates, hid, mask, w_ih, w_hh, b_ih is not None)
+    cache = GRUCache(variant, x, hs, gates, hid, m2, w_ih, w_hh, bias)
     return out, hs[T].copy(), cache
 
 
@@ -119,53 +171,44 @@ def gru_backward(dout, dh_n, cache: GRUCache):
     db_ih, db_hh : ndarray or None
         ``None`` when the layer has no bias.
     """
+    if not isinstance(cache, GRUCache):
+        raise TypeError(f"cache must be the GRUCache returned by gru_forward, got {type(cache)}")
     x, hs, gates, hid, mask = cache.x, cache.hs, cache.gates, cache.hid, cache.mask
     w_ih, w_hh = cache.w_ih, cache.w_hh
     T, B, D = x.shape
     H = w_hh.shape[1]
+    dt = x.dtype
+    dout = _arr("dout", dout, dt, (T, B, H))
+    dh_n = np.zeros((B, H), dtype=dt) if dh_n is None else _arr("dh_n", dh_n, dt, (B, H))
     K = _backend.kernels()
-    dgi = np.empty((T, B, 3 * H), dtype=x.dtype)  # gradients of the input pre-activations
-    dh = np.zeros((B, H), dtype=x.dtype) if dh_n is None else dh_n.astype(x.dtype, copy=True)
+    seq = _use_seq_kernel(K, B, H)
+    dgi = np.empty((T, B, 3 * H), dtype=dt)  # gradients of the input pre-activations
     if cache.variant == "torch":
-        dgh = np.empty((T, B, 3 * H), dtype=x.dtype)  # … and of the hidden pre-activations
-        for t in range(T - 1, -1, -1):
-            m = _at(mask, t)
-            dh += dout[t] if m is None else dout[t] * m
-            direct = K.torch_step_backward(dh, gates[t], hid[t], hs[t], m, dgi[t], dgh[t])
-            # dh_prev = direct + dgh · W_hh
-            dh = np.matmul(dgh[t], w_hh)
-            dh += direct
+        dgh = np.empty((T, B, 3 * H), dtype=dt)  # … and of the hidden pre-activations
+        # per step (in the kernels): dz̄ = dh ⊙ (h_prev − n) ⊙ z(1−z), dn̄ = dh ⊙ (1−z) ⊙ (1−n²),
+        # dr̄ = dn̄ ⊙ gh_n ⊙ r(1−r); dh_prev = dh ⊙ z + dgh · W_hh
+        args = (dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh)
+        dh0 = K.torch_seq_backward(*args) if seq else K.torch_backward_loop(K, *args)
         # one GEMM each after the loop: dW_hh = Σ_t dgh_tᵀ h_{t−1}
         dw_hh = _flat(dgh).T @ _flat(hs[:-1])
-        db_hh = dgh.sum(axis=(0, 1))
+        db_hh = _flat(dgh).sum(axis=0)
     else:
-        u_rz, u_n = w_hh[: 2 * H], w_hh[2 * H :]
-        for t in range(T - 1, -1, -1):
-            m = _at(mask, t)
-            dh += dout[t] if m is None else dout[t] * m
-            dh_prev = K.classic_step_backward(dh, gates[t], hs[t], m, dgi[t])
-            # d(r ⊙ h_prev) = dn̄ · U_n
-            drh = dgi[t, :, 2 * H :] @ u_n
-            K.classic_step_backward_reset(drh, gates[t], hs[t], dgi[t], dh_prev)
-            # dh_prev += [dr̄, dz̄] · U_rz
-            dh_prev += dgi[t, :, : 2 * H] @ u_rz
-            dh = dh_prev
+        # per step: dz̄ = dh ⊙ (h̃ − h_prev) ⊙ z(1−z), dn̄ = dh ⊙ z ⊙ (1−h̃²),
+        # dr̄ = (dn̄ · U_n) ⊙ h_prev ⊙ r(1−r); dh_prev = dh ⊙ (1−z) + (dn̄ · U_n) ⊙ r + [dr̄, dz̄] · U_rz
+        args = (dout, dh_n, gates, hid, hs, mask, w_hh, dgi)
+        dh0 = K.classic_seq_backward(*args) if seq else K.classic_backward_loop(K, *args)
         # the r, z rows see h_prev; the candidate rows see r ⊙ h_prev
         dw_hh = np.concatenate(
             [_flat(dgi[..., : 2 * H]).T @ _flat(hs[:-1]), _flat(dgi[..., 2 * H :]).T @ _flat(hid)]
         )
-        db_hh = dgi.sum(axis=(0, 1))
+        db_hh = _flat(dgi).sum(axis=0)
     # dx = dgi · W_ih and dW_ih = Σ_t dgi_tᵀ x_t, one GEMM each
     dx = (_flat(dgi) @ w_ih).reshape(T, B, D)
     dw_ih = _flat(dgi).T @ _flat(x)
-    db_ih = dgi.sum(axis=(0, 1))
+    db_ih = _flat(dgi).sum(axis=0)
     if not cache.bias:
         db_ih = db_hh = None
-    return dx, dh, dw_ih, dw_hh, db_ih, db_hh
-
-
-def _at(mask, t):
-    return None if mask is None else mask[t]
+    return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -419,6 +462,90 @@ class GRU(Module):
             d_inp = d_next
         dx = np.ascontiguousarray(d_inp.transpose(1, 0, 2)) if self.batch_first else d_inp
         return dx, (dh0 if given_h0 else None)
+
+    # -- streaming ----------------------------------------------------------------------
+    def step(self, x, h=None, out=None):
+        """Advance every layer by one time step: streaming inference for devices.
+
+        ``h = gru.step(x_t, h)`` over a sequence gives the same states as :meth:`forward`
+        (its ``h_n`` after the last step; ``h[-1]`` is ``out[t]``). Nothing is kept for
+        backward and dropout is off, as in :meth:`eval`. Apart from its result (none at all
+        with ``out=``) a call allocates nothing: scratch buffers are kept between calls.
+
+        Parameters
+        ----------
+        x : ndarray, shape (B, D)
+            This step's input.
+        h : ndarray, shape (num_layers, B, H), optional
+            The states after the previous step; zeros if omitted.
+        out : ndarray, shape (num_layers, B, H), optional
+            Where to write the new states (may be ``h`` itself, to update in place); a
+            C-contiguous array of the layer's dtype.
+
+        Returns
+        -------
+        ndarray, shape (num_layers, B, H)
+            The new states (``out`` when given).
+        """
+        if self.bidirectional:
+            raise ValueError(
+                "step() streams forward in time, so it needs bidirectional=False: the reverse "
+                "direction of a bidirectional GRU needs the whole sequence (use forward)"
+            )
+        dt, L, H, D = self.dtype, self.num_layers, self.hidden_size, self.input_size
+        # fast path for the common case (right dtype, contiguous); otherwise convert and check
+        if not (type(x) is np.ndarray and x.dtype == dt and x.flags.c_contiguous):
+            x = as_real_array("x", x, dt, ndim=2)
+        if x.ndim != 2 or x.shape[1] != D or x.shape[0] == 0:
+            raise ValueError(f"x must have shape (B, {D}) (one step, batch B ≥ 1), got {x.shape}")
+        B = x.shape[0]
+        if h is None:
+            h = np.zeros((L, B, H), dtype=dt)
+        elif not (type(h) is np.ndarray and h.dtype == dt and h.flags.c_contiguous):
+            h = as_real_array("h", h, dt, ndim=3)
+        check_shape("h", h, (L, B, H))
+        if not (np.isfinite(x).all() and np.isfinite(h).all()):
+            raise ValueError("x and h must be finite (no NaN or Inf)")
+        if out is None:
+            out = np.empty((L, B, H), dtype=dt)
+        else:
+            if not (type(out) is np.ndarray and out.dtype == dt and out.flags.c_contiguous):
+                raise TypeError(f"out must be a C-contiguous {dt} ndarray of shape {(L, B, H)}")
+            check_shape("out", out, (L, B, H))
+        work, hbuf, weights, cell = self._stream_state(B)
+        in_place = np.may_share_memory(out, h)
+        inp = x
+        for k in range(L):
+            # when out is h, layer k must still read the old h[k]: compute into a buffer
+            dst = hbuf if in_place else out[k]
+            cell(inp, h[k], *weights[k], dst, work)
+            if in_place:
+                out[k] = dst
+            inp = out[k]
+        return out
+
+    def _stream_state(self, B: int):
+        """Scratch buffers, per-layer weights and the cell kernel for :meth:`step`, reused
+        while the batch size, the parameter views and the backend stay the same."""
+        K = _backend.kernels()
+        key = (B, id(self.params), K.__name__)
+        st = getattr(self, "_stream", None)
+        if st is not None and st[0] == key and st[1] is self.params:
+            return st[2]
+        H, dt = self.hidden_size, self.dtype
+        zeros = np.zeros(3 * H, dtype=dt)
+        weights = []
+        for k in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self._layer_params(f"_l{k}")
+            weights.append((w_ih, w_hh, zeros if b_ih is None else b_ih, zeros if b_hh is None else b_hh))
+        # the compiled cells multiply with loops: right for small shapes; BLAS for big ones
+        D = max(self.input_size, H)
+        small = getattr(K, "COMPILED", False) and B * 3 * H * (D + H) <= 2 * SEQ_KERNEL_MAX_MACS
+        cells = K if small else _numpy_kernels
+        cell = cells.torch_cell if self.variant == "torch" else cells.classic_cell
+        state = (np.empty((3, B, 3 * H), dtype=dt), np.empty((B, H), dtype=dt), weights, cell)
+        self._stream = (key, self.params, state)
+        return state
 
     __call__ = forward
 
