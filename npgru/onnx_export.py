@@ -22,11 +22,11 @@ The ``onnx`` package is needed only here and is imported when :func:`export_onnx
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
 
+from ._atomic import write_atomic
 from .gru import GRU
 from .models import CharLM, SequenceClassifier, SequenceRegressor
 from .module import Module
@@ -137,7 +137,8 @@ def export_onnx(
         producer_name="npgru",
     )
     onnx.checker.check_model(proto)
-    _write_atomic(os.fspath(path), proto.SerializeToString())
+    data = proto.SerializeToString()
+    write_atomic(path, lambda f: f.write(data))
 
 
 def onnx_gru_weights(gru: GRU, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -282,19 +283,3 @@ def _import_onnx() -> Any:
             "export_onnx needs the 'onnx' package: pip install npgru[onnx] (or pip install onnx)"
         ) from e
     return onnx
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=".npgru-", suffix=".onnx.tmp",
-                               dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
