@@ -1,0 +1,76 @@
+"""The federated-learning simulator: clients send parameter deltas, a strategy aggregates them.
+
+Typical use::
+
+    from npgru import fed
+
+    data = fed.make_clients(x, y, fed.dirichlet_partition(y, 100, alpha=0.5))
+    sim = fed.Simulation(model, data, fed.FedAdam(server_lr=1e-2), rounds=50,
+                         clients_per_round=0.1, local_epochs=1, lr=0.1,
+                         executor="process", checkpoint_dir="runs/a", seed=0)
+    history = sim.run(resume=True)
+    sim.model_            # the global model
+    history.to_json("history.json")
+
+Deterministic by construction: a client's randomness in round t derives from (seed, t,
+client_id) only and updates are summed in sampling order, so every executor gives the same
+model bit for bit, and a resumed run equals an uninterrupted one.
+"""
+
+from .aggregate import WeightedMean
+from .client import ClientHook, FitIns, FitRes, HookContext, LocalTraining, local_update
+from .executors import Executor, ProcessExecutor, SerialExecutor
+from .partition import (
+    dirichlet_partition,
+    iid_partition,
+    make_clients,
+    natural_partition,
+    partition_summary,
+    quantity_skew_partition,
+    shard_partition,
+)
+from .simulation import History, Simulation
+from .strategies import (
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedProx,
+    FedYogi,
+    FitConfig,
+    RoundAggregate,
+    Scaffold,
+    Strategy,
+)
+
+__all__ = [
+    "ClientHook",
+    "Executor",
+    "FedAdagrad",
+    "FedAdam",
+    "FedAvg",
+    "FedAvgM",
+    "FedProx",
+    "FedYogi",
+    "FitConfig",
+    "FitIns",
+    "FitRes",
+    "History",
+    "HookContext",
+    "LocalTraining",
+    "ProcessExecutor",
+    "RoundAggregate",
+    "Scaffold",
+    "SerialExecutor",
+    "Simulation",
+    "Strategy",
+    "WeightedMean",
+    "dirichlet_partition",
+    "iid_partition",
+    "local_update",
+    "make_clients",
+    "natural_partition",
+    "partition_summary",
+    "quantity_skew_partition",
+    "shard_partition",
+]

@@ -1,0 +1,327 @@
+"""The client side of a round: local training from the global parameters, returning a delta.
+
+A client receives the flat global parameter vector θ and a :class:`FitIns`, trains a copy of the
+model on its own data, and returns a :class:`FitRes` holding the delta θ_k − θ, its example
+count n_k and metrics. Strategies that change local training (FedProx's proximal term,
+SCAFFOLD's control variates) and, later, update transforms (clipping, compression, masking) do
+so through :class:`ClientHook` objects carried by the :class:`FitIns` — the training loop here
+knows none of them by name.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..datasets.base import ClientData
+from .sampling import MODEL, TRAINING, make_rng, make_seed_sequence
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """How every client trains locally (the same for all clients unless a mapping is given).
+
+    Parameters
+    ----------
+    optimizer : {"sgd", "adam", "adamw"} or callable, default "sgd"
+        An npgru optimizer name, or ``f(model) -> optimizer``. A fresh optimizer is built for
+        every client and round, as in FedAvg.
+    lr : float, default 0.1
+        Local learning rate (passed to a named optimizer).
+    optimizer_kwargs : dict, optional
+        Further keyword arguments for a named optimizer (momentum, weight_decay, …).
+    batch_size : int, default 32
+        Local minibatch size.
+    epochs : int or mapping of client id to int, default 1
+        Local epochs per round (per client, if a mapping; missing ids get 1).
+    steps : int or mapping of client id to int, optional
+        A local step budget instead of epochs; overrides ``epochs`` where given.
+    clip_norm : float, optional
+        Clip each local gradient to this L2 norm.
+    time_budget : float, optional
+        Seconds of wall time a client may spend; one that takes longer is dropped.
+    """
+
+    optimizer: str | Callable = "sgd"
+    lr: float = 0.1
+    optimizer_kwargs: Mapping = field(default_factory=dict)
+    batch_size: int = 32
+    epochs: int | Mapping[str, int] = 1
+    steps: int | Mapping[str, int] | None = None
+    clip_norm: float | None = None
+    time_budget: float | None = None
+
+    def num_steps(self, client_id: str, num_examples: int) -> int:
+        """Local steps ``client_id`` takes in a round with ``num_examples`` training examples."""
+        steps = _per_client(self.steps, client_id, None)
+        if steps is not None:
+            return int(steps)
+        return int(_per_client(self.epochs, client_id, 1)) * math.ceil(
+            num_examples / self.batch_size
+        )
+
+    def make_optimizer(self, model):
+        """A fresh optimizer for ``model``."""
+        if callable(self.optimizer):
+            return self.optimizer(model)
+        from .. import optim  # the training toolkit; imported late so npgru.fed loads without it
+
+        classes = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW}
+        return classes[self.optimizer](model, lr=self.lr, **dict(self.optimizer_kwargs))
+
+
+def _per_client(value, client_id: str, default):
+    if isinstance(value, Mapping):
+        return value.get(client_id, default)
+    return default if value is None else value
+
+
+@dataclass
+class FitIns:
+    """What the server sends one client for one round (besides the global parameters).
+
+    Attributes
+    ----------
+    client_id : str
+    server_round : int
+    seed : int
+        The simulation seed; the client's generator derives from (seed, round, client_id) only.
+    hooks : tuple of ClientHook
+        The strategy's (and transforms') client-side hooks, applied in order.
+    arrays : dict of str to ndarray
+        Arrays the strategy broadcasts (e.g. SCAFFOLD's server control variate ``c``).
+    state : dict of str to ndarray
+        This client's persistent state from its previous rounds (e.g. SCAFFOLD's ``c_i``).
+    work_fraction : float
+        Fraction of its step budget the client completes (< 1 for a straggler cut at the
+        deadline whose partial work is kept).
+    """
+
+    client_id: str
+    server_round: int
+    seed: int
+    hooks: tuple = ()
+    arrays: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)
+    work_fraction: float = 1.0
+
+    def rng(self) -> np.random.Generator:
+        """The client's training generator for this round."""
+        return make_rng(self.seed, self.server_round, TRAINING, self.client_id)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes sent down besides the parameter vector."""
+        return sum(a.nbytes for a in self.arrays.values()) + sum(
+            a.nbytes for a in self.state.values()
+        )
+
+
+@dataclass
+class FitRes:
+    """A client's answer: a delta and what goes with it, or the error that stopped it.
+
+    Attributes
+    ----------
+    client_id : str
+    delta : ndarray or None
+        θ_k − θ, shape ``(num_params,)`` (float64 from :func:`local_update`); ``None`` if the
+        client failed.
+    num_examples : int
+        n_k, the weight of the delta in a weighted mean.
+    metrics : dict
+        At least ``"loss"`` (mean local training loss) and ``"steps"`` for the default update.
+    state : dict of str to ndarray
+        The client's new persistent state, stored only if the round commits.
+    extras : dict of str to ndarray
+        Further vectors for the strategy to aggregate (e.g. SCAFFOLD's Δc_i).
+    error : str or None
+        Why the client failed, if it did.
+    """
+
+    client_id: str
+    delta: np.ndarray | None = None
+    num_examples: int = 0
+    metrics: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes sent up."""
+        arrays = [self.delta, *self.state.values(), *self.extras.values()]
+        return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
+
+
+@dataclass
+class HookContext:
+    """What a :class:`ClientHook` sees of the local update in progress."""
+
+    ins: FitIns
+    global_params: np.ndarray
+    lr: float
+    steps: int = 0
+    extras: dict = field(default_factory=dict)
+    new_state: dict = field(default_factory=dict)
+    scratch: dict = field(default_factory=dict)  # per-update working values of the hooks
+
+
+class ClientHook:
+    """A client-side hook: changes local gradients and/or the outgoing delta.
+
+    Subclasses override any of the three methods; they must be picklable (module-level
+    classes holding plain values) because they travel to worker processes with the
+    :class:`FitIns`.
+    """
+
+    def begin(self, ctx: HookContext) -> None:
+        """Called once before local training."""
+
+    def on_grad(self, grads: np.ndarray, params: np.ndarray, ctx: HookContext) -> None:
+        """Modify the flat gradient in place before each optimizer step."""
+
+    def on_delta(self, delta: np.ndarray, ctx: HookContext) -> None:
+        """Modify the delta in place, and/or set ``ctx.new_state`` / ``ctx.extras``."""
+
+
+class ClientTimeout(RuntimeError):
+    """Raised inside a local update that ran past its time budget."""
+
+
+def local_update(model, data: ClientData, ins: FitIns, training: LocalTraining) -> FitRes:
+    """Train ``model`` (already holding the global parameters) on ``data``; return the delta.
+
+    Minibatches are drawn without replacement from a permutation per epoch, from the client's
+    own generator; step budgets run across epoch boundaries.
+
+    Parameters
+    ----------
+    model : Module
+        A model with ``loss_and_grad(X, y, lengths)``, its ``flat_params`` set to θ.
+    data : ClientData
+    ins : FitIns
+    training : LocalTraining
+
+    Returns
+    -------
+    FitRes
+    """
+    theta = model.flat_params.copy()
+    ctx = HookContext(ins=ins, global_params=theta, lr=float(training.lr))
+    for hook in ins.hooks:
+        hook.begin(ctx)
+    n = data.num_train
+    if n == 0:
+        raise ValueError(f"client {data.client_id!r} has no training examples")
+    budget = training.num_steps(ins.client_id, n)
+    steps = max(1, math.floor(budget * ins.work_fraction)) if ins.work_fraction < 1 else budget
+    optimizer = training.make_optimizer(model)
+    rng = ins.rng()
+    start = time.perf_counter()
+    loss_sum = 0.0
+    per_epoch = math.ceil(n / training.batch_size)
+    for step in range(steps):
+        batch_index = step % per_epoch
+        if batch_index == 0:
+            # A full batch is used in its own order: shuffling would only change rounding.
+            order = rng.permutation(n) if per_epoch > 1 else np.arange(n)
+        idx = order[batch_index * training.batch_size : (batch_index + 1) * training.batch_size]
+        lengths = None if data.lengths_train is None else data.lengths_train[idx]
+        loss, _ = model.loss_and_grad(data.x_train[idx], data.y_train[idx], lengths)
+        for hook in ins.hooks:
+            hook.on_grad(model.flat_grads, model.flat_params, ctx)
+        if training.clip_norm is not None:
+            from ..optim import clip_grad_norm
+
+            clip_grad_norm(model.flat_grads, training.clip_norm)
+        optimizer.step()
+        loss_sum += float(loss)
+        ctx.steps = step + 1
+        if training.time_budget is not None and time.perf_counter() - start > training.time_budget:
+            raise ClientTimeout(f"exceeded its time budget of {training.time_budget} s")
+    # In float64, θ_k − θ of two float32 vectors is exact, so the server's θ + Σ w_k Δ_k
+    # (summed in float64, rounded once) is the correctly rounded average of the client models:
+    # sending deltas loses nothing against averaging models. Compression hooks can shrink it.
+    delta = np.subtract(model.flat_params, theta, dtype=np.float64)
+    for hook in ins.hooks:
+        hook.on_delta(delta, ctx)
+    return FitRes(
+        client_id=ins.client_id,
+        delta=delta,
+        num_examples=n,
+        metrics={"loss": loss_sum / steps, "steps": steps},
+        state=ctx.new_state,
+        extras=ctx.extras,
+    )
+
+
+def reseed_module(module, seq: np.random.SeedSequence) -> None:
+    """Give every generator in a module tree (dropout masks) a fresh stream derived from ``seq``.
+
+    A model's generators would otherwise carry state over from whichever client it trained
+    before, making a client's masks depend on the executor's scheduling.
+    """
+    for name in sorted(vars(module)):
+        if isinstance(getattr(module, name), np.random.Generator):
+            setattr(module, name, np.random.default_rng(seq.spawn(1)[0]))
+    for child in getattr(module, "_children", {}).values():
+        reseed_module(child, seq)
+
+
+def run_fit(update: Callable, model, data: ClientData, params: np.ndarray, ins: FitIns,
+            training: LocalTraining) -> FitRes:
+    """Load ``params`` into ``model``, run ``update`` and turn any exception into a failed result.
+
+    Executors call this in whatever process holds the client, so a client that raises is
+    reported, not propagated: the round goes on without it.
+    """
+    model.flat_params[...] = params
+    model.zero_grad()
+    model.train()
+    reseed_module(model, make_seed_sequence(ins.seed, ins.server_round, MODEL, ins.client_id))
+    start = time.perf_counter()
+    try:
+        res = update(model, data, ins, training)
+    except ClientTimeout as e:
+        return FitRes(client_id=ins.client_id, error=f"timeout: {e}")
+    except Exception as e:  # noqa: BLE001 - any client failure is recorded, never fatal
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        where = f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})"
+        return FitRes(client_id=ins.client_id, error=f"raised {type(e).__name__}: {e}{where}")
+    elapsed = time.perf_counter() - start
+    if training.time_budget is not None and elapsed > training.time_budget:
+        # A custom update without the in-loop check: it finished, but too late to count.
+        return FitRes(
+            client_id=ins.client_id,
+            error=f"timeout: took {elapsed:.3g} s, over its time budget of {training.time_budget} s",
+        )
+    if not isinstance(res, FitRes):
+        return FitRes(
+            client_id=ins.client_id,
+            error=f"invalid result: local update returned {type(res).__name__}, expected FitRes",
+        )
+    res.metrics.setdefault("fit_time", elapsed)
+    return res
+
+
+@dataclass
+class EvalRes:
+    """One client's evaluation of the global model on its test split."""
+
+    client_id: str
+    num_examples: int
+    metrics: dict
+
+
+def evaluate_client(model, data: ClientData, params: np.ndarray) -> EvalRes:
+    """Evaluate ``params`` on ``data``'s test split (``model.evaluate``), in eval mode."""
+    model.flat_params[...] = params
+    model.eval()
+    metrics = model.evaluate(data.x_test, data.y_test, data.lengths_test)
+    return EvalRes(data.client_id, data.num_test, {k: float(v) for k, v in metrics.items()})

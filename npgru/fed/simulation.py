@@ -1,0 +1,456 @@
+"""The round loop: sample → broadcast → local fit → delta → aggregate, round after round.
+
+The loop knows no strategy and no executor by name: it asks the strategy for the round's
+instructions, hands them to the executor, streams the results — in sampling order — through
+validation into the strategy's aggregate, and commits only if at least ``min_clients`` valid
+updates arrived. Everything random derives from (seed, round, client), so the result does not
+depend on the executor, and a run resumed from a checkpoint equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..datasets.base import ClientData, FederatedData
+from .checkpoint import load_checkpoint, save_checkpoint
+from .client import FitIns, FitRes, LocalTraining, local_update
+from .executors import Executor, clone_model, make_executor
+from .sampling import SYSTEM, clients_per_round_count, make_rng, sample_clients
+from .strategies import FedAvg, Strategy
+
+CHECKPOINT_NAME = "checkpoint.npz"
+
+
+class History:
+    """Per-round records of a simulation, each a JSON-serialisable dict.
+
+    Every record has ``round``, ``status`` (``"ok"`` or ``"failed"``), ``sampled``, ``ok``,
+    ``dropped`` (client id → reason), ``num_sampled``, ``num_ok``, ``train_loss``,
+    ``bytes_up``, ``bytes_down`` and ``wall_time``; rounds that evaluate add ``test_loss``
+    (and ``test_accuracy``) and the federated ``fed_*`` metrics.
+    """
+
+    def __init__(self, records: Sequence[dict] = ()):
+        self.records = list(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.records[i]
+
+    def series(self, key: str) -> list:
+        """``key``'s value in every round (``None`` where a round lacks it)."""
+        return [r.get(key) for r in self.records]
+
+    def to_json(self, path: str | None = None) -> str:
+        """The records as JSON text, also written to ``path`` if given."""
+        text = json.dumps(self.records, indent=1)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text)
+        return text
+
+    @classmethod
+    def from_json(cls, text: str) -> History:
+        """Rebuild a history from :meth:`to_json`'s text."""
+        return cls(json.loads(text))
+
+
+def _json_number(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def check_result(res: FitRes, size: int) -> str | None:
+    """Why ``res`` must be rejected, or ``None`` if it is a valid update of ``size`` params."""
+    if res.error is not None:
+        return res.error
+    delta = res.delta
+    if not isinstance(delta, np.ndarray) or delta.dtype.kind != "f":
+        return f"invalid delta: expected a float array, got {type(delta).__name__}"
+    if delta.shape != (size,):
+        return f"wrong-size delta: shape {delta.shape}, expected ({size},)"
+    if not np.isfinite(delta).all():
+        return "non-finite delta (NaN or Inf)"
+    n = res.num_examples
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        return f"invalid num_examples {n!r}: expected a positive integer"
+    for kind, arrays in (("extra", res.extras), ("state", res.state)):
+        for name, a in arrays.items():
+            if not isinstance(a, np.ndarray) or a.shape != (size,):
+                return f"invalid {kind} {name!r}: expected shape ({size},)"
+            if not np.isfinite(a).all():
+                return f"non-finite {kind} {name!r}"
+    return None
+
+
+class Simulation:
+    """A seeded federated-learning simulation (scikit-learn style: the constructor only stores).
+
+    Parameters
+    ----------
+    model : Module
+        The initial global model; it is copied, never modified. It needs ``config()``,
+        ``loss_and_grad(X, y, lengths)`` and ``evaluate(X, y, lengths)``.
+    data : FederatedData or sequence of ClientData
+        The clients (ids must be unique).
+    strategy : Strategy, optional
+        Default :class:`~npgru.fed.FedAvg`. Its server state is reset by :meth:`run`.
+    rounds : int, default 10
+        Total number of rounds (a resumed run continues up to it).
+    clients_per_round : int or float, default 10
+        A count, or a fraction in (0, 1] of all clients.
+    min_clients : int, default 1
+        Valid updates a round needs to commit; with fewer, the model stays as it was and the
+        round is recorded as failed.
+    local_epochs, local_steps, batch_size, optimizer, lr, optimizer_kwargs, clip_norm, time_budget
+        Local training, see :class:`~npgru.fed.LocalTraining` (epochs and steps may be
+        mappings of client id to int).
+    dropout : float, default 0
+        Probability that a sampled client drops out before training.
+    stragglers : float, default 0
+        Probability that a sampled client is a straggler that gets only a uniform random
+        fraction of its work done by the round's deadline.
+    straggler_policy : {"drop", "partial"}, default "drop"
+        Drop stragglers (FedAvg), or keep their partial work (FedProx's systems heterogeneity).
+    executor : {"serial", "process"} or Executor, default "serial"
+        Where local updates run; results are bit-identical across executors.
+    workers : int, optional
+        Processes for ``executor="process"`` (default: CPU count).
+    local_update : callable, optional
+        ``f(model, data, ins, training) -> FitRes``; default
+        :func:`~npgru.fed.client.local_update`.
+    eval_every : int, default 1
+        Evaluate every this many rounds (and after the last); 0 turns evaluation off.
+    federated_eval : bool, default True
+        Also evaluate on every client's test split (per-client, weighted mean, worst decile).
+    test_data : tuple, optional
+        ``(X, y)`` or ``(X, y, lengths)`` for centralized evaluation; default: the clients'
+        pooled test splits.
+    checkpoint_dir : str, optional
+        Where to keep ``checkpoint.npz``; ``None`` writes no checkpoints.
+    checkpoint_every : int, default 1
+        Checkpoint every this many rounds (and after the last).
+    seed : int, default 0
+        The seed of every random choice: sampling, drop-outs, stragglers, local shuffling.
+
+    Attributes
+    ----------
+    model_ : Module
+        The global model after :meth:`run`.
+    history_ : History
+        The per-round records.
+    client_states_ : dict
+        Each client's persistent state (SCAFFOLD's ``c_i``).
+
+    Examples
+    --------
+    >>> sim = Simulation(model, data, FedAdam(), rounds=20, clients_per_round=0.1)
+    >>> history = sim.run()
+    >>> history[-1]["test_loss"]
+    """
+
+    def __init__(self, model, data, strategy: Strategy | None = None, *, rounds: int = 10,
+                 clients_per_round: int | float = 10, min_clients: int = 1,
+                 local_epochs=1, local_steps=None, batch_size: int = 32,
+                 optimizer: str | Callable = "sgd", lr: float = 0.1,
+                 optimizer_kwargs: dict | None = None, clip_norm: float | None = None,
+                 time_budget: float | None = None, dropout: float = 0.0,
+                 stragglers: float = 0.0, straggler_policy: str = "drop",
+                 executor: str | Executor = "serial", workers: int | None = None,
+                 local_update: Callable | None = None, eval_every: int = 1,
+                 federated_eval: bool = True, test_data: tuple | None = None,
+                 checkpoint_dir: str | None = None, checkpoint_every: int = 1, seed: int = 0):
+        self.model = model
+        self.data = data
+        self.strategy = strategy
+        self.rounds = rounds
+        self.clients_per_round = clients_per_round
+        self.min_clients = min_clients
+        self.local_epochs = local_epochs
+        self.local_steps = local_steps
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.lr = lr
+        self.optimizer_kwargs = optimizer_kwargs
+        self.clip_norm = clip_norm
+        self.time_budget = time_budget
+        self.dropout = dropout
+        self.stragglers = stragglers
+        self.straggler_policy = straggler_policy
+        self.executor = executor
+        self.workers = workers
+        self.local_update = local_update
+        self.eval_every = eval_every
+        self.federated_eval = federated_eval
+        self.test_data = test_data
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.seed = seed
+
+    # -- checks ---------------------------------------------------------------------------
+    def _clients(self) -> list[ClientData]:
+        clients = list(self.data.clients if isinstance(self.data, FederatedData) else self.data)
+        if not clients or not all(isinstance(c, ClientData) for c in clients):
+            raise TypeError("data must be a FederatedData or a non-empty sequence of ClientData")
+        ids = [c.client_id for c in clients]
+        if len(set(ids)) != len(ids):
+            raise ValueError("client ids must be unique")
+        return clients
+
+    def _check_settings(self) -> None:
+        for name in ("rounds", "min_clients", "batch_size", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) \
+                or self.eval_every < 0:
+            raise ValueError(f"eval_every must be a non-negative integer, got {self.eval_every!r}")
+        for name in ("dropout", "stragglers"):
+            p = getattr(self, name)
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1), got {p!r}")
+        if self.straggler_policy not in ("drop", "partial"):
+            raise ValueError(
+                f"straggler_policy must be 'drop' or 'partial', got {self.straggler_policy!r}"
+            )
+        if not (np.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if not callable(self.optimizer) and self.optimizer not in ("sgd", "adam", "adamw"):
+            raise ValueError(
+                f"optimizer must be 'sgd', 'adam', 'adamw' or a callable, got {self.optimizer!r}"
+            )
+
+    def _training(self) -> LocalTraining:
+        return LocalTraining(
+            optimizer=self.optimizer, lr=self.lr, optimizer_kwargs=self.optimizer_kwargs or {},
+            batch_size=self.batch_size, epochs=self.local_epochs, steps=self.local_steps,
+            clip_norm=self.clip_norm, time_budget=self.time_budget,
+        )
+
+    def _meta(self, strategy: Strategy, num_clients: int) -> dict:
+        """What a checkpoint must agree with to be resumed by this simulation."""
+        return {
+            "seed": int(self.seed),
+            "num_params": int(self.model.flat_params.size),
+            "dtype": str(self.model.flat_params.dtype),
+            "num_clients": num_clients,
+            "strategy": repr(strategy),
+        }
+
+    # -- running --------------------------------------------------------------------------
+    def run(self, resume: bool = False, callback: Callable | None = None) -> History:
+        """Run the simulation up to ``rounds``.
+
+        Parameters
+        ----------
+        resume : bool, default False
+            Continue from ``checkpoint_dir``'s checkpoint if there is one (the settings must
+            match those it was written with); otherwise start from ``model``.
+        callback : callable, optional
+            ``callback(record)`` after every round (after its checkpoint).
+
+        Returns
+        -------
+        History
+            Also kept as ``history_``.
+
+        Raises
+        ------
+        ValueError
+            On invalid settings, or a checkpoint written by a different simulation.
+        """
+        self._check_settings()
+        clients = self._clients()
+        ids = [c.client_id for c in clients]
+        per_round = clients_per_round_count(self.clients_per_round, len(clients))
+        strategy = self.strategy if self.strategy is not None else FedAvg()
+        model = clone_model(self.model)
+        model.flat_params[...] = self.model.flat_params
+        model.eval()
+        params = model.flat_params  # the global parameters, updated in place by commits
+        strategy.initialize(params, len(clients))
+        meta = self._meta(strategy, len(clients))
+        self.model_, self.history_, self.client_states_ = model, History(), {}
+        start = 0
+        path = None if self.checkpoint_dir is None else os.path.join(self.checkpoint_dir,
+                                                                     CHECKPOINT_NAME)
+        if resume and path is not None and os.path.exists(path):
+            start = self._restore(load_checkpoint(path), meta, strategy)
+        test_set = self._test_set(clients)
+        executor = make_executor(self.executor, self.workers)
+        executor.start(self.model, clients, self._training(), self.local_update or local_update)
+        with executor:
+            for t in range(start + 1, self.rounds + 1):
+                record = self._round(t, ids, per_round, strategy, executor)
+                if self.eval_every and (t % self.eval_every == 0 or t == self.rounds):
+                    record.update(self._evaluate(executor, clients, test_set))
+                self.history_.records.append(record)
+                if path is not None and (t % self.checkpoint_every == 0 or t == self.rounds):
+                    save_checkpoint(path, params=params, server_round=t, meta=meta,
+                                    strategy_state=strategy.state_dict(),
+                                    client_states=self.client_states_,
+                                    history=self.history_.records)
+                if callback is not None:
+                    callback(record)
+        return self.history_
+
+    def _restore(self, ckpt: dict, meta: dict, strategy: Strategy) -> int:
+        if ckpt["meta"] != meta:
+            diff = sorted(k for k in meta if ckpt["meta"].get(k) != meta[k])
+            raise ValueError(
+                f"the checkpoint was written by a different simulation (differs in {diff}); "
+                "use another checkpoint_dir or resume=False"
+            )
+        self.model_.flat_params[...] = ckpt["params"]
+        strategy.load_state_dict(ckpt["strategy_state"])
+        self.client_states_ = ckpt["client_states"]
+        self.history_ = History(ckpt["history"])
+        return ckpt["round"]
+
+    def _fate(self, server_round: int, client_id: str) -> tuple[str | None, float]:
+        """(drop reason or None, work fraction) of a sampled client, from its system stream."""
+        u = make_rng(self.seed, server_round, SYSTEM, client_id).random(3)
+        if u[0] < self.dropout:
+            return "dropout: client unavailable this round", 1.0
+        if u[1] < self.stragglers:
+            if self.straggler_policy == "drop":
+                return "straggler: missed the round's deadline", 1.0
+            return None, float(u[2])
+        return None, 1.0
+
+    def _round(self, t: int, ids: list[str], per_round: int, strategy: Strategy,
+               executor: Executor) -> dict:
+        start = time.perf_counter()
+        params = self.model_.flat_params
+        sampled = sample_clients(ids, per_round, self.seed, t)
+        config = strategy.configure_fit(t)
+        dropped: dict[str, str] = {}
+        tasks = []
+        for cid in sampled:
+            reason, work = self._fate(t, cid)
+            if reason is not None:
+                dropped[cid] = reason
+                continue
+            tasks.append(FitIns(cid, t, int(self.seed), config.hooks, config.arrays,
+                                self.client_states_.get(cid, {}), work))
+        bytes_down = sum(params.nbytes + ins.nbytes for ins in tasks)
+        bytes_up, loss_sum, loss_weight = 0, 0.0, 0
+        agg = strategy.begin_aggregate(t)
+        new_states = {}
+        for res in executor.fit(params, tasks):
+            bytes_up += res.nbytes
+            reason = check_result(res, params.size)
+            if reason is not None:
+                dropped[res.client_id] = reason
+                continue
+            agg.add(res)
+            new_states[res.client_id] = res.state
+            if "loss" in res.metrics:
+                loss_sum += res.num_examples * float(res.metrics["loss"])
+                loss_weight += res.num_examples
+        status, failure = "ok", None
+        if agg.count < self.min_clients:
+            status = "failed"
+            failure = f"{agg.count} valid updates, fewer than min_clients={self.min_clients}"
+        else:
+            failure = self._commit(t, strategy, agg)
+            if failure is None:
+                self.client_states_.update(new_states)
+            else:
+                status = "failed"
+        record = {
+            "round": t,
+            "status": status,
+            "sampled": sampled,
+            "ok": agg.client_ids,
+            "dropped": dropped,
+            "num_sampled": len(sampled),
+            "num_ok": agg.count,
+            "train_loss": _json_number(loss_sum / loss_weight) if loss_weight else None,
+            "bytes_up": int(bytes_up),
+            "bytes_down": int(bytes_down),
+        }
+        if failure is not None:
+            record["failure"] = failure
+        record["wall_time"] = time.perf_counter() - start
+        return record
+
+    def _commit(self, t: int, strategy: Strategy, agg) -> str | None:
+        """Commit the round, or restore everything and say why not (non-finite result)."""
+        params = self.model_.flat_params
+        backup = strategy.state_dict()
+        candidate = params.copy()
+        strategy.commit(t, candidate, agg)
+        if not np.isfinite(candidate).all():
+            strategy.load_state_dict(backup)
+            return "the aggregated model is non-finite; the round was discarded"
+        params[...] = candidate
+        return None
+
+    # -- evaluation -----------------------------------------------------------------------
+    def _test_set(self, clients: list[ClientData]) -> tuple | None:
+        if self.test_data is not None:
+            x, y, *rest = self.test_data
+            return x, y, (rest[0] if rest else None)
+        with_test = [c for c in clients if c.num_test]
+        if not with_test or not self.eval_every:
+            return None
+        try:
+            x = np.concatenate([c.x_test for c in with_test])
+            y = np.concatenate([c.y_test for c in with_test])
+        except ValueError as e:
+            raise ValueError(
+                f"cannot pool the clients' test splits for centralized evaluation ({e}); "
+                "pass test_data=(X, y[, lengths])"
+            ) from e
+        has_lengths = [c.lengths_test is not None for c in with_test]
+        if any(has_lengths) and not all(has_lengths):
+            raise ValueError("either every client's test split has lengths or none does")
+        lengths = np.concatenate([c.lengths_test for c in with_test]) if all(has_lengths) else None
+        return x, y, lengths
+
+    def _evaluate(self, executor: Executor, clients: list[ClientData], test_set) -> dict:
+        out = {}
+        if test_set is not None:
+            metrics = self.model_.evaluate(*test_set)
+            out.update({f"test_{k}": _json_number(v) for k, v in metrics.items()})
+        if self.federated_eval:
+            ids = [c.client_id for c in clients if c.num_test]
+            results = list(executor.evaluate(self.model_.flat_params, ids))
+            if results:
+                out.update(federated_summary(results))
+        return out
+
+
+def federated_summary(results) -> dict:
+    """Weighted means and worst-decile means of per-client evaluation results.
+
+    For each metric: ``fed_<metric>`` is the mean weighted by test-set size, and
+    ``fed_<metric>_worst10`` the plain mean over the worst ⌈10 %⌉ of clients (lowest accuracy,
+    highest loss). ``fed_clients`` keeps every client's metrics.
+    """
+    weights = np.array([r.num_examples for r in results], dtype=np.float64)
+    out: dict = {}
+    for key in results[0].metrics:
+        values = np.array([r.metrics[key] for r in results], dtype=np.float64)
+        worst = np.sort(values)
+        if key != "accuracy":  # a high loss is bad; a low accuracy is bad
+            worst = worst[::-1]
+        k = math.ceil(0.1 * len(values))
+        out[f"fed_{key}"] = _json_number(np.dot(weights, values) / weights.sum())
+        out[f"fed_{key}_worst10"] = _json_number(worst[:k].mean())
+    out["fed_clients"] = {
+        r.client_id: {k: _json_number(v) for k, v in r.metrics.items()} for r in results
+    }
+    return out

@@ -1,0 +1,325 @@
+"""Strategies: how a round is configured and how its updates become the next global model.
+
+As in Flower, a strategy only answers two questions — what do clients get this round
+(:meth:`Strategy.configure_fit`) and how do their results change the global model
+(:meth:`Strategy.begin_aggregate` and :meth:`Strategy.commit`) — and the round loop knows
+nothing of any one strategy. Aggregation is split in two so that a round can be abandoned: the
+loop streams valid updates into a :class:`RoundAggregate`, and only if enough arrived does it
+call :meth:`Strategy.commit`, the one place where the global parameters and the strategy's
+state change. A failed round therefore leaves both untouched.
+
+Server optimizers follow Reddi et al. 2021, "Adaptive Federated Optimization", Algorithm 2:
+the server treats the averaged delta Δ_t as a negative pseudo-gradient,
+
+    m_t = β₁ m_{t−1} + (1 − β₁) Δ_t
+    v_t = v_{t−1} + Δ_t²                                   (FedAdagrad)
+    v_t = v_{t−1} − (1 − β₂) Δ_t² sign(v_{t−1} − Δ_t²)      (FedYogi)
+    v_t = β₂ v_{t−1} + (1 − β₂) Δ_t²                       (FedAdam)
+    x_{t+1} = x_t + η m_t / (√v_t + τ)
+
+with m_{−1} = 0, v_{−1} = τ² and no bias correction, as in the paper. Server state is float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .aggregate import WeightedMean
+from .client import ClientHook, FitRes, HookContext
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """A strategy's instructions for every client of a round.
+
+    Attributes
+    ----------
+    hooks : tuple of ClientHook
+        Client-side hooks, applied in order during local training.
+    arrays : dict of str to ndarray
+        Arrays broadcast to every client (counted in the bytes sent down).
+    """
+
+    hooks: tuple = ()
+    arrays: dict = field(default_factory=dict)
+
+
+class RoundAggregate:
+    """The running aggregate of one round's valid updates.
+
+    ``delta`` aggregates the deltas with the strategy's aggregator; every extra vector a client
+    returns (e.g. SCAFFOLD's Δc_i) is averaged unweighted under its own name.
+    """
+
+    def __init__(self, size: int, delta_aggregator):
+        self.size = size
+        self.delta = delta_aggregator
+        self.extras: dict[str, WeightedMean] = {}
+        self.client_ids: list[str] = []
+
+    @property
+    def count(self) -> int:
+        """Number of updates added."""
+        return self.delta.count
+
+    def add(self, res: FitRes) -> None:
+        """Add one validated client result."""
+        self.delta.add(res.delta, res.num_examples)
+        for name, vector in res.extras.items():
+            self.extras.setdefault(name, WeightedMean(self.size, weighted=False)).add(vector)
+        self.client_ids.append(res.client_id)
+
+
+class Strategy:
+    """FedAvg and the base of every strategy: θ ← θ + η_s Δ.
+
+    Parameters
+    ----------
+    server_lr : float, default 1.0
+        Server learning rate η_s.
+    weighted : bool, default True
+        Weight client deltas by their example counts n_k / Σ n (McMahan et al. 2017); when
+        False every client counts 1/K.
+    aggregator : callable, default WeightedMean
+        ``aggregator(size, weighted)`` returns the object that combines deltas (anything with
+        ``add(vector, weight)``, ``count`` and ``result()``), so robust aggregators plug in here.
+    """
+
+    # Names of the float64 server-state vectors a subclass keeps (allocated by initialize).
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, *, server_lr: float = 1.0, weighted: bool = True,
+                 aggregator: Callable = WeightedMean):
+        self.server_lr = server_lr
+        self.weighted = weighted
+        self.aggregator = aggregator
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def get_params(self) -> dict:
+        """The constructor settings (for repr and checkpoint metadata)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "aggregator"}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def initialize(self, params: np.ndarray, num_clients: int) -> None:
+        """Reset the server state for a model of ``params.size`` parameters."""
+        if not (np.isfinite(self.server_lr) and self.server_lr > 0):
+            raise ValueError(f"server_lr must be positive, got {self.server_lr!r}")
+        self._size = int(params.size)
+        self._num_clients = int(num_clients)
+        self._state = {name: self._initial_state(name) for name in self.state_names}
+
+    def _initial_state(self, name: str) -> np.ndarray:
+        return np.zeros(self._size, dtype=np.float64)
+
+    def configure_fit(self, server_round: int) -> FitConfig:
+        """Instructions for every client of ``server_round``."""
+        return FitConfig()
+
+    def begin_aggregate(self, server_round: int) -> RoundAggregate:
+        """An empty aggregate for ``server_round``'s updates."""
+        return RoundAggregate(self._size, self.aggregator(self._size, self.weighted))
+
+    def commit(self, server_round: int, params: np.ndarray, agg: RoundAggregate) -> None:
+        """Apply the round's aggregate to ``params`` in place (and update the server state)."""
+        x = params.astype(np.float64)
+        params[...] = self.server_update(x, agg.delta.result(), agg)
+
+    def server_update(self, x: np.ndarray, delta: np.ndarray, agg: RoundAggregate) -> np.ndarray:
+        """The new global parameters (float64) from the old ones and the mean delta."""
+        return x + self.server_lr * delta
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the server-state vectors (for checkpoints)."""
+        return {name: v.copy() for name, v in self._state.items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore the server state saved by :meth:`state_dict`.
+
+        Raises
+        ------
+        ValueError
+            If names or shapes differ from this strategy's.
+        """
+        if set(state) != set(self.state_names):
+            raise ValueError(
+                f"{type(self).__name__} state needs {sorted(self.state_names)}, got {sorted(state)}"
+            )
+        for name, v in state.items():
+            if v.shape != (self._size,):
+                raise ValueError(f"state {name!r} has shape {v.shape}, expected ({self._size},)")
+            self._state[name] = np.array(v, dtype=np.float64)
+
+
+class FedAvg(Strategy):
+    """Federated averaging (McMahan et al. 2017): θ ← θ + η_s Σ w_k Δ_k."""
+
+
+class FedAvgM(Strategy):
+    """FedAvg with server momentum (Hsu et al. 2019): v ← β v + Δ, θ ← θ + η_s v.
+
+    Parameters
+    ----------
+    momentum : float, default 0.9
+        β.
+    server_lr, weighted, aggregator
+        As :class:`Strategy`.
+    """
+
+    state_names = ("momentum",)
+
+    def __init__(self, *, momentum: float = 0.9, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = momentum
+
+    def server_update(self, x, delta, agg):
+        v = self._state["momentum"]
+        v *= self.momentum
+        v += delta
+        return x + self.server_lr * v
+
+
+class _FedOpt(Strategy):
+    """Reddi et al. 2021's adaptive server optimizers; subclasses give the v_t rule."""
+
+    state_names = ("m", "v")
+
+    def __init__(self, *, server_lr: float = 1e-2, beta1: float = 0.9, beta2: float = 0.99,
+                 tau: float = 1e-3, **kwargs):
+        super().__init__(server_lr=server_lr, **kwargs)
+        self.beta1, self.beta2, self.tau = beta1, beta2, tau
+
+    def _initial_state(self, name):
+        if not self.tau > 0:
+            raise ValueError(f"tau must be positive, got {self.tau!r}")
+        # v_{-1} = τ² (the paper's "v_{-1} ≥ τ²"); m_{-1} = 0.
+        return np.full(self._size, self.tau**2 if name == "v" else 0.0)
+
+    def _second_moment(self, v: np.ndarray, d2: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def server_update(self, x, delta, agg):
+        m, v = self._state["m"], self._state["v"]
+        m *= self.beta1
+        m += (1 - self.beta1) * delta
+        self._second_moment(v, delta * delta)
+        return x + self.server_lr * m / (np.sqrt(v) + self.tau)
+
+
+class FedAdagrad(_FedOpt):
+    """FedAdagrad (Reddi et al. 2021): v ← v + Δ². Parameters as :class:`FedAdam`."""
+
+    def _second_moment(self, v, d2):
+        v += d2
+
+
+class FedYogi(_FedOpt):
+    """FedYogi (Reddi et al. 2021): v ← v − (1 − β₂) Δ² sign(v − Δ²). Parameters as FedAdam."""
+
+    def _second_moment(self, v, d2):
+        v -= (1 - self.beta2) * d2 * np.sign(v - d2)
+
+
+class FedAdam(_FedOpt):
+    """FedAdam (Reddi et al. 2021): v ← β₂ v + (1 − β₂) Δ².
+
+    Parameters
+    ----------
+    server_lr : float, default 1e-2
+        η.
+    beta1, beta2 : float, default 0.9, 0.99
+        Moment decay rates.
+    tau : float, default 1e-3
+        Adaptivity τ (also sets v_{−1} = τ²).
+    weighted, aggregator
+        As :class:`Strategy`.
+    """
+
+    def _second_moment(self, v, d2):
+        v *= self.beta2
+        v += (1 - self.beta2) * d2
+
+
+class ProximalTerm(ClientHook):
+    """FedProx's client term μ/2 ‖θ − θ_global‖², whose gradient μ(θ − θ_global) is added."""
+
+    def __init__(self, mu: float):
+        self.mu = mu
+
+    def on_grad(self, grads, params, ctx: HookContext):
+        grads += self.mu * (params - ctx.global_params)
+
+
+class FedProx(Strategy):
+    """FedProx (Li et al. 2020): FedAvg whose clients minimise f_k(θ) + μ/2 ‖θ − θ_global‖².
+
+    Parameters
+    ----------
+    mu : float, default 0.01
+        Proximal coefficient μ ≥ 0 (μ = 0 is FedAvg).
+    server_lr, weighted, aggregator
+        As :class:`Strategy`.
+    """
+
+    def __init__(self, *, mu: float = 0.01, **kwargs):
+        super().__init__(**kwargs)
+        self.mu = mu
+
+    def configure_fit(self, server_round):
+        if not (np.isfinite(self.mu) and self.mu >= 0):
+            raise ValueError(f"mu must be non-negative, got {self.mu!r}")
+        return FitConfig(hooks=(ProximalTerm(self.mu),))
+
+
+class ScaffoldCorrection(ClientHook):
+    """SCAFFOLD's client side (Karimireddy et al. 2020, Algorithm 1, option II).
+
+    Each local gradient gets c − c_i added; after K local steps of size η_l,
+    c_i⁺ = c_i − c + (θ − θ_k)/(K η_l) becomes the client's new state and Δc_i = c_i⁺ − c_i is
+    sent up. Option II assumes plain SGD locally.
+    """
+
+    def begin(self, ctx):
+        c = ctx.ins.arrays["c"]
+        c_i = ctx.ins.state.get("c_i", np.zeros_like(c))
+        ctx.scratch["c_i"] = c_i
+        ctx.scratch["correction"] = (c - c_i).astype(ctx.global_params.dtype)
+
+    def on_grad(self, grads, params, ctx):
+        grads += ctx.scratch["correction"]
+
+    def on_delta(self, delta, ctx):
+        c, c_i = ctx.ins.arrays["c"], ctx.scratch["c_i"]
+        c_i_new = c_i - c - delta / (ctx.steps * ctx.lr)
+        ctx.new_state["c_i"] = c_i_new
+        ctx.extras["delta_c"] = c_i_new - c_i
+
+
+class Scaffold(Strategy):
+    """SCAFFOLD (Karimireddy et al. 2020): control variates correct client drift.
+
+    The server keeps c; each client keeps c_i across rounds (stored by the simulation, saved
+    in checkpoints, updated only when a round commits). After a round over the set S of N
+    clients: θ ← θ + η_s Δ and c ← c + (|S|/N) mean(Δc_i).
+
+    Parameters
+    ----------
+    server_lr, weighted, aggregator
+        As :class:`Strategy` (the paper's Δ is unweighted: pass ``weighted=False``).
+    """
+
+    state_names = ("c",)
+
+    def configure_fit(self, server_round):
+        return FitConfig(hooks=(ScaffoldCorrection(),), arrays={"c": self._state["c"]})
+
+    def server_update(self, x, delta, agg):
+        if "delta_c" in agg.extras:
+            self._state["c"] += (agg.count / self._num_clients) * agg.extras["delta_c"].result()
+        return x + self.server_lr * delta
