@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from .._atomic import write_atomic
 
 FORMAT = "npgru.fed.checkpoint/1"
 
@@ -37,24 +38,8 @@ def save_checkpoint(path: str, *, params: np.ndarray, server_round: int, meta: d
     # Client ids may contain any character, so client arrays are keyed by position.
     for i, cid in enumerate(ids):
         arrays.update({f"client/{i}/{k}": v for k, v in client_states[cid].items()})
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".npz.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def load_checkpoint(path: str) -> dict:

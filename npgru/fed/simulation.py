@@ -391,7 +391,8 @@ class Simulation:
         params = self.model_.flat_params
         backup = strategy.state_dict()
         candidate = params.copy()
-        strategy.commit(t, candidate, agg)
+        with np.errstate(over="ignore", invalid="ignore"):  # detected just below
+            strategy.commit(t, candidate, agg)
         if not np.isfinite(candidate).all():
             strategy.load_state_dict(backup)
             return "the aggregated model is non-finite; the round was discarded"

@@ -1,0 +1,248 @@
+"""The round loop: determinism across executors, faults, evaluation, history, exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from npgru import fed
+from npgru.datasets import ClientData
+from npgru.fed.checkpoint import load_checkpoint
+
+from ._fed_common import classification_data, classifier, faulty_update
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def comparable(history):
+    """History records without what is measured rather than computed (times)."""
+    out = []
+    for r in history:
+        r = {k: v for k, v in r.items() if k != "wall_time"}
+        out.append(r)
+    return out
+
+
+def make_sim(strategy=None, data=None, **kw):
+    settings = dict(rounds=3, clients_per_round=4, lr=0.2, batch_size=8, seed=7)
+    settings.update(kw)
+    return fed.Simulation(settings.pop("model", classifier(dropout=0.2)),
+                          data if data is not None else classification_data(),
+                          strategy if strategy is not None else fed.FedAvg(), **settings)
+
+
+@pytest.mark.parametrize("strategy", [fed.FedAvg(), fed.Scaffold(), fed.FedAdam()],
+                         ids=["fedavg", "scaffold", "fedadam"])
+def test_serial_and_process_executors_are_bit_identical(strategy):
+    kw = dict(dropout=0.4, stragglers=0.4, straggler_policy="partial", local_epochs=2)
+    serial = make_sim(strategy, executor="serial", **kw)
+    h_serial = serial.run()
+    process = make_sim(strategy, executor="process", workers=2, **kw)
+    h_process = process.run()
+    np.testing.assert_array_equal(serial.model_.flat_params, process.model_.flat_params)
+    assert comparable(h_serial) == comparable(h_process)
+    assert any(r["dropped"] for r in h_serial)  # the system faults did happen
+
+
+def test_same_seed_same_model_other_seed_other_model():
+    a, b, c = make_sim(seed=1), make_sim(seed=1), make_sim(seed=2)
+    for s in (a, b, c):
+        s.run()
+    np.testing.assert_array_equal(a.model_.flat_params, b.model_.flat_params)
+    assert not np.array_equal(a.model_.flat_params, c.model_.flat_params)
+
+
+def test_the_initial_model_is_not_modified():
+    model = classifier()
+    before = model.flat_params.copy()
+    make_sim(model=model).run()
+    np.testing.assert_array_equal(model.flat_params, before)
+
+
+def test_history_records_and_json():
+    sim = make_sim(rounds=2, clients_per_round=0.5)
+    history = sim.run()
+    assert len(history) == 2 and history[0]["round"] == 1
+    r = history[-1]
+    assert r["status"] == "ok" and r["num_sampled"] == 4 and r["num_ok"] == 4
+    assert r["bytes_down"] == 4 * sim.model_.flat_params.nbytes
+    assert r["bytes_up"] == 4 * sim.model_.num_params * 8
+    for key in ("train_loss", "test_loss", "test_accuracy", "fed_loss", "fed_accuracy",
+                "fed_accuracy_worst10", "fed_loss_worst10"):
+        assert np.isfinite(r[key]), key
+    assert r["fed_accuracy_worst10"] <= r["fed_accuracy"]
+    assert len(r["fed_clients"]) == 8
+    again = fed.History.from_json(history.to_json())
+    assert again.records == json.loads(json.dumps(history.records))
+    assert history.series("round") == [1, 2]
+
+
+def test_training_reduces_the_loss():
+    history = make_sim(rounds=8, clients_per_round=8, local_epochs=2).run()
+    assert history[-1]["test_loss"] < 0.8 * history[0]["test_loss"]
+
+
+def test_per_client_step_budgets_are_used():
+    ids = [c.client_id for c in classification_data().clients]
+    steps = {ids[0]: 1, ids[1]: 5}
+    sim = make_sim(local_steps=steps, clients_per_round=8, rounds=1, eval_every=0,
+                   local_update=recording_update)
+    sim.run()
+    assert recorded_steps(sim)[ids[0]] == 1 and recorded_steps(sim)[ids[1]] == 5
+
+
+def recording_update(model, data, ins, training):
+    res = fed.local_update(model, data, ins, training)
+    res.state = {"steps": np.full(model.num_params, res.metrics["steps"], np.float64)}
+    return res
+
+
+def recorded_steps(sim):
+    return {cid: int(s["steps"][0]) for cid, s in sim.client_states_.items()}
+
+
+# -- faults -----------------------------------------------------------------------------------
+def faulty_clients(kinds):
+    base = classification_data(num_clients=len(kinds)).clients
+    return [ClientData(f"c{k}{kind}", c.x_train, c.y_train, c.x_test, c.y_test)
+            for k, (kind, c) in enumerate(zip(kinds, base, strict=True))]
+
+
+@pytest.mark.parametrize("executor", ["serial", "process"])
+def test_bad_clients_are_dropped_and_the_model_is_not_corrupted(executor):
+    clients = faulty_clients(["", "raise", "nan", "wrong", "", "slow"])
+    good = [c for c in clients if c.client_id in ("c0", "c4")]
+    sim = make_sim(data=clients, clients_per_round=6, local_update=faulty_update,
+                   time_budget=0.04, executor=executor, workers=2, rounds=2)
+    history = sim.run()
+    dropped = history[0]["dropped"]
+    assert dropped["c1raise"].startswith("raised RuntimeError: boom")
+    assert dropped["c2nan"].startswith("non-finite delta")
+    assert dropped["c3wrong"].startswith("wrong-size delta")
+    assert dropped["c5slow"].startswith("timeout")
+    assert history[0]["ok"] == ["c0", "c4"] and history[0]["status"] == "ok"
+    # exactly the model that the good clients alone produce
+    ref = make_sim(data=good, clients_per_round=2, rounds=2)
+    ref.run()
+    np.testing.assert_array_equal(sim.model_.flat_params, ref.model_.flat_params)
+
+
+def test_too_few_valid_updates_leave_model_and_state_unchanged():
+    clients = faulty_clients(["", "raise", "nan"])
+    strategy = fed.FedAvgM(momentum=0.9)
+    sim = make_sim(strategy, data=clients, clients_per_round=3, min_clients=2,
+                   local_update=faulty_update, rounds=2)
+    history = sim.run()
+    assert [r["status"] for r in history] == ["failed", "failed"]
+    assert "fewer than min_clients=2" in history[0]["failure"]
+    np.testing.assert_array_equal(sim.model_.flat_params, classifier(dropout=0.2).flat_params)
+    assert not strategy.state_dict()["momentum"].any()
+
+
+def test_dropouts_and_stragglers_are_recorded():
+    history = make_sim(dropout=0.4, stragglers=0.4, clients_per_round=8, rounds=4).run()
+    reasons = [reason for r in history for reason in r["dropped"].values()]
+    assert any(x.startswith("dropout") for x in reasons)
+    assert any(x.startswith("straggler") for x in reasons)
+    for r in history:
+        assert r["num_ok"] + len(r["dropped"]) == r["num_sampled"]
+        assert sorted(r["ok"] + list(r["dropped"])) == sorted(r["sampled"])
+
+
+def test_a_non_finite_aggregate_is_discarded():
+    sim = make_sim(fed.FedAvg(server_lr=1e308), rounds=1, eval_every=0)
+    history = sim.run()
+    assert history[0]["status"] == "failed" and "non-finite" in history[0]["failure"]
+    np.testing.assert_array_equal(sim.model_.flat_params, classifier(dropout=0.2).flat_params)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(clients_per_round=0), "clients_per_round"),
+    (dict(clients_per_round=1.5), "clients_per_round"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(executor="gpu"), "executor"),
+    (dict(rounds=0), "rounds"),
+    (dict(straggler_policy="wait"), "straggler_policy"),
+    (dict(optimizer="rmsprop"), "optimizer"),
+])
+def test_bad_settings_raise_clear_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        make_sim(**kw).run()
+
+
+def test_duplicate_client_ids_are_refused():
+    c = classification_data().clients[0]
+    with pytest.raises(ValueError, match="unique"):
+        make_sim(data=[c, c]).run()
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+@pytest.mark.parametrize("strategy_cls", [fed.FedAdam, fed.Scaffold])
+def test_resume_from_a_checkpoint_is_bit_identical(tmp_path, strategy_cls):
+    full = make_sim(strategy_cls(), rounds=4, dropout=0.2)
+    full.run()
+    part = make_sim(strategy_cls(), rounds=2, dropout=0.2, checkpoint_dir=str(tmp_path))
+    part.run()
+    resumed = make_sim(strategy_cls(), rounds=4, dropout=0.2, checkpoint_dir=str(tmp_path))
+    history = resumed.run(resume=True)
+    np.testing.assert_array_equal(resumed.model_.flat_params, full.model_.flat_params)
+    assert comparable(history) == comparable(full.history_)
+    for name, value in full.strategy.state_dict().items():
+        np.testing.assert_array_equal(resumed.strategy.state_dict()[name], value)
+    assert [f for f in os.listdir(tmp_path) if f != "checkpoint.npz"] == []
+
+
+def test_resume_refuses_a_different_simulation(tmp_path):
+    make_sim(rounds=1, checkpoint_dir=str(tmp_path)).run()
+    with pytest.raises(ValueError, match="seed"):
+        make_sim(rounds=2, seed=99, checkpoint_dir=str(tmp_path)).run(resume=True)
+
+
+def test_checkpoint_is_plain_npz(tmp_path):
+    make_sim(fed.Scaffold(), rounds=2, checkpoint_dir=str(tmp_path)).run()
+    ckpt = load_checkpoint(str(tmp_path / "checkpoint.npz"))  # allow_pickle=False inside
+    assert ckpt["round"] == 2 and len(ckpt["history"]) == 2
+    assert set(ckpt["strategy_state"]) == {"c"} and ckpt["client_states"]
+    (tmp_path / "bad.npz").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        load_checkpoint(str(tmp_path / "bad.npz"))
+
+
+KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from npgru import fed
+from tests._fed_common import classification_data, classifier
+
+def die(record):
+    if record["round"] == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+sim = fed.Simulation(classifier(dropout=0.2), classification_data(), fed.FedYogi(), rounds=5,
+                     clients_per_round=4, lr=0.2, batch_size=8, seed=7, dropout=0.2,
+                     executor="process", workers=2, checkpoint_dir={ckpt!r}, checkpoint_every=2)
+sim.run(callback=die)
+"""
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
+    script = KILLED_RUN.format(root=ROOT, ckpt=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert load_checkpoint(str(tmp_path / "checkpoint.npz"))["round"] == 2
+    settings = dict(rounds=5, dropout=0.2)
+    resumed = make_sim(fed.FedYogi(), checkpoint_dir=str(tmp_path), checkpoint_every=2,
+                       **settings)
+    resumed.run(resume=True)
+    full = make_sim(fed.FedYogi(), **settings)
+    full.run()
+    np.testing.assert_array_equal(resumed.model_.flat_params, full.model_.flat_params)
+    assert comparable(resumed.history_) == comparable(full.history_)
