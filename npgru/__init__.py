@@ -3,6 +3,7 @@
 ``import npgru`` needs only NumPy; Numba kernels are used when Numba is present.
 """
 
+from . import fed
 from ._backend import get_backend, set_backend
 from ._checks import StateError
 from .gradcheck import gradcheck, gradcheck_gru, numeric_gradient, rel_error
@@ -32,6 +33,7 @@ __all__ = [
     "StateError",
     "StepLR",
     "clip_grad_norm",
+    "fed",
     "fit",
     "from_torch_state_dict",
     "get_backend",
