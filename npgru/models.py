@@ -13,6 +13,7 @@ the same surface: ``forward``/``backward``, ``loss_and_grad``, ``evaluate``, ``p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -82,10 +83,18 @@ class _GRUModel(Module):
         loss : float
         metrics : dict
             e.g. ``{"accuracy": …}`` for classification and next-token prediction.
+
+        Raises
+        ------
+        FloatingPointError
+            If the loss is NaN or Inf (then no gradient is computed).
         """
         X, y, lengths = self.check_data(X, y, lengths)
         pred = self.forward(X, lengths, h0)
         loss, dpred = self._loss(pred, y, lengths)
+        if not math.isfinite(loss):
+            self._cache = None
+            raise FloatingPointError(f"loss is not finite ({loss})")
         self.backward(dpred)
         return loss, self._metrics(pred, y, lengths, loss)
 

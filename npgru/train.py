@@ -72,8 +72,8 @@ def fit(model, X, y, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer
     Raises
     ------
     FloatingPointError
-        If the loss or gradient becomes NaN/Inf; the message names the epoch and step, and the
-        model keeps its last finite parameters.
+        If the loss, gradient or parameters become NaN/Inf; the message names the epoch and
+        step, and the model keeps the parameters at which the loss was last finite.
     """
     X, y, lengths = model.check_data(X, y, lengths)
     val = None if validation is None else _check_validation(model, validation)
@@ -140,26 +140,25 @@ def fit(model, X, y, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer
 
 
 def _step(model, optimizer, clip_norm, batch, last_good, where: str) -> tuple[float, dict]:
-    """One update; refuses a non-finite loss, gradient or result, keeping finite parameters."""
+    """One update. A non-finite loss, gradient or result stops training with an error, and the
+    model goes back to ``last_good``: the parameters at which the loss was last finite."""
     Xb, yb, lb, h0 = batch
-    loss, metrics = model.loss_and_grad(Xb, yb, lb, h0)
-    g = model.flat_grads
-    if not (math.isfinite(loss) and np.all(np.isfinite(g))):
-        raise FloatingPointError(
-            f"{'loss' if not math.isfinite(loss) else 'gradient'} is not finite at {where}; "
-            "training stopped and the model keeps its parameters from before this step "
-            "(try a smaller learning rate or clip_norm)"
-        )
-    if clip_norm is not None:
-        clip_grad_norm(g, clip_norm)
-    np.copyto(last_good, model.flat_params)
-    optimizer.step()
-    if not np.all(np.isfinite(model.flat_params)):
+    try:
+        loss, metrics = model.loss_and_grad(Xb, yb, lb, h0)
+        np.copyto(last_good, model.flat_params)
+        if not np.all(np.isfinite(model.flat_grads)):
+            raise FloatingPointError("gradient is not finite")
+        if clip_norm is not None:
+            clip_grad_norm(model.flat_grads, clip_norm)
+        optimizer.step()
+        if not np.all(np.isfinite(model.flat_params)):
+            raise FloatingPointError("parameters overflowed")
+    except FloatingPointError as e:
         model.flat_params[...] = last_good
         raise FloatingPointError(
-            f"the parameters overflowed at {where}; training stopped and the model keeps its "
-            "parameters from before this step (try a smaller learning rate or clip_norm)"
-        )
+            f"{e} at {where}; training stopped and the model keeps the parameters at which "
+            "the loss was last finite (try a smaller learning rate or clip_norm)"
+        ) from None
     return loss, metrics
 
 

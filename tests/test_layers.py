@@ -8,7 +8,7 @@ import pytest
 import npgru
 from npgru.layers import dropout_backward, dropout_forward
 
-from .conftest import require
+from .torch_reference import require_torch
 
 
 def _check_layer(layer, x, with_input=True):
@@ -32,7 +32,7 @@ def test_linear_gradcheck(shape, bias, rng):
 
 
 def test_linear_matches_torch_layout_and_init_range(rng):
-    torch = require("torch")
+    torch = require_torch()
     layer = npgru.Linear(16, 3, dtype=np.float64, seed=0)
     assert {k: v.shape for k, v in layer.params.items()} == {"weight": (3, 16), "bias": (3,)}
     assert np.abs(layer.flat_params).max() <= 1 / 4  # U(−1/√in, 1/√in)

@@ -10,8 +10,7 @@ import pytest
 import npgru
 from npgru.losses import length_mask, mse_loss, softmax_cross_entropy
 
-from .conftest import require
-from .torch_reference import gru_model
+from .torch_reference import gru_model, require_torch
 
 F64 = dict(dtype=np.float64, seed=0)
 B, T, D = 3, 5, 3
@@ -85,7 +84,7 @@ def test_regressor_is_the_seeds_gru_model():
 
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "padded"])
 def test_regressor_forward_and_gradients_equal_torch(lengths, rng):
-    torch = require("torch")
+    torch = require_torch()
     model = npgru.SequenceRegressor(D, 4, 2, num_layers=2, **F64)
     ref = gru_model(torch, model)
     X, y = _regression(rng)

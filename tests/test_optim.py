@@ -10,7 +10,7 @@ import pytest
 import npgru
 from npgru.optim import clip_grad_norm
 
-from .conftest import require
+from .torch_reference import require_torch
 
 N, STEPS = 50, 12
 
@@ -33,7 +33,7 @@ def _gradients(rng, p):
 
 @pytest.mark.parametrize("name,kwargs", CONFIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
 def test_update_rules_equal_torch(name, kwargs):
-    torch = require("torch")
+    torch = require_torch()
     p0 = np.random.default_rng(0).standard_normal(N)
     p = p0.copy()
     opt = getattr(npgru, name)(p, **kwargs)
@@ -48,7 +48,7 @@ def test_update_rules_equal_torch(name, kwargs):
 
 
 def test_defaults_are_pytorchs():
-    torch = require("torch")
+    torch = require_torch()
     p = np.zeros(3)
     for name in ("SGD", "Adam", "AdamW"):
         ours, theirs = getattr(npgru, name)(p), getattr(torch.optim, name)([torch.zeros(3)])
@@ -103,7 +103,7 @@ def test_load_state_dict_refuses_a_foreign_state():
 
 
 def test_clip_grad_norm_equals_torch():
-    torch = require("torch")
+    torch = require_torch()
     for scale in (0.1, 10.0):
         g = np.random.default_rng(2).standard_normal(30) * scale
         t = torch.tensor(g, requires_grad=True)
@@ -117,7 +117,7 @@ def test_clip_grad_norm_equals_torch():
 
 @pytest.mark.parametrize("kind", ["step", "cosine"])
 def test_schedules_equal_torch(kind):
-    torch = require("torch")
+    torch = require_torch()
     opt = npgru.SGD(np.zeros(2), lr=0.1)
     ref = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1)
     if kind == "step":

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from .conftest import require
+
+
+def require_torch():
+    """``require("torch")``, held to one thread: at these tiny sizes a second thread only adds
+    OpenMP hand-offs, which on a loaded 2-core machine stall for whole seconds."""
+    torch = require("torch")
+    torch.set_num_threads(1)
+    return torch
+
 
 def gru_model(torch, model, dtype=None):
     """The seed's ``GRUModel`` (nn.GRU(batch_first=True) + nn.Linear on the last output),
