@@ -46,6 +46,15 @@ def test_notebook_runs(path, monkeypatch):
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError naming the cell and its traceback
     elapsed = time.perf_counter() - start
+    # an exception while rendering a figure is an "error" output of a cell that still "succeeds"
+    rendered = [
+        f"cell {i}: {o.get('ename')}: {o.get('evalue')}"
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
+    assert not rendered, f"{path.name} produced error outputs: {rendered}"
     assert elapsed <= NOTEBOOK_BUDGET_S, (
         f"{path.name} took {elapsed:.0f} s, over its {NOTEBOOK_BUDGET_S:.0f} s budget: "
         "use smaller shapes or fewer rounds"
