@@ -52,7 +52,9 @@ class WeightedMean:
         w = float(weight) if self.weighted else 1.0
         if not (np.isfinite(w) and w > 0):
             raise ValueError(f"weight must be positive and finite, got {weight!r}")
-        np.multiply(vector, w, out=self._scratch)
+        # The float64 loop whatever the vector's dtype: a float32 delta and its exact float64
+        # copy (as a process executor hands it over) must give the same bits.
+        np.multiply(vector, w, out=self._scratch, dtype=np.float64)
         self._sum += self._scratch
         self.count += 1
         self.total_weight += w

@@ -14,6 +14,7 @@ import math
 import mmap
 import multiprocessing as mp
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -80,7 +81,8 @@ class SerialExecutor(Executor):
 _worker: dict = {}
 
 
-def _init_worker(model, clients, training, update, buffer, dtype, size):
+def _init_worker(model, clients, training, update, params_buffer, slots_buffer, dtype, size,
+                 num_slots):
     try:  # one BLAS thread per worker: the workers are the parallelism
         from threadpoolctl import threadpool_limits
 
@@ -92,14 +94,23 @@ def _init_worker(model, clients, training, update, buffer, dtype, size):
         clients={c.client_id: c for c in clients},
         training=training,
         update=update,
-        params=np.frombuffer(buffer, dtype=dtype, count=size),
+        size=size,
+        params=np.frombuffer(params_buffer, dtype=dtype, count=size),
+        slots=np.frombuffer(slots_buffer, dtype=np.float64).reshape(num_slots, size),
     )
 
 
-def _fit_one(ins: FitIns) -> FitRes:
+def _fit_one(ins: FitIns, slot: int) -> tuple[FitRes, bool]:
+    """Run one update; put a well-formed delta into the shared ``slot`` instead of the pipe."""
     w = _worker
-    return run_fit(w["update"], w["model"], w["clients"][ins.client_id], w["params"], ins,
-                   w["training"])
+    res = run_fit(w["update"], w["model"], w["clients"][ins.client_id], w["params"], ins,
+                  w["training"])
+    d = res.delta
+    if isinstance(d, np.ndarray) and d.dtype.kind == "f" and d.shape == (w["size"],):
+        w["slots"][slot] = d  # exact: every float dtype widens to float64 without rounding
+        res.delta = None
+        return res, True
+    return res, False  # anything malformed travels as is, for the loop to reject and report
 
 
 def _evaluate_one(client_id: str) -> EvalRes:
@@ -111,15 +122,20 @@ class ProcessExecutor(Executor):
     """Runs clients in a pool of forked worker processes.
 
     Workers are forked after the clients' data is in memory, so they share it copy-on-write
-    and nothing about the clients is ever pickled. Each round the global parameters are written
-    once into a shared anonymous memory map that every worker reads; only the small
-    instructions go down the pipes, and only the results (deltas as raw array buffers) come
-    back. Results are consumed in task order.
+    and nothing about the clients is ever pickled. The global parameters are written once per
+    round into a shared memory map that every worker reads, and each delta comes back through
+    one of a few shared result slots; only the small instructions and metadata cross the
+    pipes. At most ``2 × workers`` tasks are in flight, so memory stays O(workers × model).
 
     Parameters
     ----------
     workers : int, optional
         Number of processes (default: the number of CPUs).
+
+    Notes
+    -----
+    A delta yielded by :meth:`fit` is a view of a shared slot, reused once the next result
+    is requested: copy it to keep it (the round loop adds it to its running sum at once).
     """
 
     def __init__(self, workers: int | None = None):
@@ -132,37 +148,57 @@ class ProcessExecutor(Executor):
                 "executor='serial' on this platform"
             )
         workers = self.workers if self.workers is not None else (os.cpu_count() or 1)
-        if int(workers) < 1:
-            raise ValueError(f"workers must be at least 1, got {workers!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
         size, dtype = model.flat_params.size, model.flat_params.dtype
-        self._buffer = mmap.mmap(-1, max(1, size * dtype.itemsize))  # shared with forked children
-        self._params = np.frombuffer(self._buffer, dtype=dtype, count=size)
+        self._num_slots = 2 * workers  # one in work and one waiting per worker
+        # Anonymous shared mappings, created before the fork so the children inherit them.
+        self._params_buffer = mmap.mmap(-1, max(1, size * dtype.itemsize))
+        self._slots_buffer = mmap.mmap(-1, max(1, self._num_slots * size * 8))
+        self._params = np.frombuffer(self._params_buffer, dtype=dtype, count=size)
+        self._slots = np.frombuffer(self._slots_buffer, dtype=np.float64).reshape(
+            self._num_slots, size)
         self._pool = mp.get_context("fork").Pool(
-            int(workers), _init_worker,
-            (model, list(clients), training, update, self._buffer, dtype, size),
+            workers, _init_worker,
+            (model, list(clients), training, update, self._params_buffer, self._slots_buffer,
+             dtype, size, self._num_slots),
         )
-        self._workers = int(workers)
-
-    def _chunksize(self, n: int) -> int:
-        # A few chunks per worker: fewer pipe round trips, still balanced across workers.
-        return max(1, math.ceil(n / (4 * self._workers)))
+        self._workers = workers
 
     def fit(self, params, tasks):
         # Safe to overwrite: the loop consumes every result of a round before the next one.
         self._params[...] = params
-        yield from self._pool.imap(_fit_one, tasks, self._chunksize(len(tasks)))
+        queue, free, pending = iter(tasks), list(range(self._num_slots)), deque()
+
+        def submit() -> None:
+            ins = next(queue, None)
+            if ins is not None:
+                slot = free.pop()
+                pending.append((slot, self._pool.apply_async(_fit_one, (ins, slot))))
+
+        for _ in range(self._num_slots):
+            submit()
+        while pending:
+            slot, handle = pending.popleft()
+            res, in_slot = handle.get()
+            if in_slot:
+                res.delta = self._slots[slot]
+            yield res
+            free.append(slot)  # the consumer has moved on: the slot may be overwritten
+            submit()
 
     def evaluate(self, params, client_ids):
         self._params[...] = params
-        yield from self._pool.imap(_evaluate_one, client_ids, self._chunksize(len(client_ids)))
+        chunk = max(1, math.ceil(len(client_ids) / (4 * self._workers)))
+        yield from self._pool.imap(_evaluate_one, client_ids, chunk)
 
     def close(self):
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.terminate()
             pool.join()
-            del self._params
-            self._buffer.close()
+            # The maps are unmapped when the last view goes (a caller may still hold a delta).
+            del self._params, self._slots, self._params_buffer, self._slots_buffer
             self._pool = None
 
 
