@@ -46,8 +46,6 @@ class _GRUModel(Module):
 
     #: True when the loss is per time step (then training can cut sequences into windows)
     per_step: bool = False
-    #: metric names :meth:`loss_and_grad` reports besides the loss
-    metric_names: tuple[str, ...] = ()
 
     def _build(self, body: dict[str, Module], gru: GRU, fc: Linear, dropout: float,
                seed: int | None) -> None:
@@ -96,7 +94,8 @@ class _GRUModel(Module):
             self._cache = None
             raise FloatingPointError(f"loss is not finite ({loss})")
         self.backward(dpred)
-        return loss, self._metrics(pred, y, lengths, loss)
+        metrics = self.summarise({"loss": loss, **self._metrics(pred, y, lengths)})
+        return loss, {k: v for k, v in metrics.items() if k != "loss"}
 
     def evaluate(self, X, y, lengths=None, batch_size: int = 256) -> dict:
         """Mean loss (and metrics) over a data set, in batches, in evaluation mode.
@@ -116,21 +115,25 @@ class _GRUModel(Module):
                 sl = slice(s, s + batch_size)
                 ln = None if lengths is None else lengths[sl]
                 pred = self.forward(X[sl], ln)
-                w = self._weight(y[sl], ln)
+                w = self.batch_weight(y[sl], ln)
                 loss = self._loss(pred, y[sl], ln)[0]
-                for k, v in {"loss": loss, **self._metrics(pred, y[sl], ln, loss)}.items():
+                for k, v in {"loss": loss, **self._metrics(pred, y[sl], ln)}.items():
                     totals[k] = totals.get(k, 0.0) + w * v
                 weight += w
-        result = {k: v / weight for k, v in totals.items()}
         self._cache = None  # evaluation forwards are not meant to be backpropagated
-        return result
+        return self.summarise({k: v / weight for k, v in totals.items()})
 
-    def _weight(self, y, lengths) -> float:
+    def batch_weight(self, y, lengths) -> float:
         """How much a batch counts in a data-set mean: its number of examples."""
         return float(len(y))
 
-    def _metrics(self, pred, y, lengths, loss: float) -> dict:
+    def _metrics(self, pred, y, lengths) -> dict:
+        """Metrics that average over examples like the loss (weighted by batch_weight)."""
         return {}
+
+    def summarise(self, means: dict) -> dict:
+        """Add the metrics that are functions of data-set means (none here) to ``means``."""
+        return means
 
     def __call__(self, X, lengths=None, h0=None):
         return self.forward(X, lengths, h0)
@@ -273,8 +276,6 @@ class SequenceClassifier(_LastOutputModel):
         As :class:`SequenceRegressor`.
     """
 
-    metric_names = ("accuracy",)
-
     def __init__(self, input_size: int, hidden_size: int, num_classes: int,
                  num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0,
                  variant: str = "torch", dtype=np.float32, seed: int | None = None) -> None:
@@ -288,7 +289,7 @@ class SequenceClassifier(_LastOutputModel):
     def _loss(self, pred, y, lengths):
         return softmax_cross_entropy(pred, y)
 
-    def _metrics(self, pred, y, lengths, loss: float) -> dict:
+    def _metrics(self, pred, y, lengths) -> dict:
         return {"accuracy": accuracy(pred, y)}
 
     def predict_proba(self, X, lengths=None) -> np.ndarray:
@@ -321,7 +322,6 @@ class CharLM(_GRUModel):
     """
 
     per_step = True
-    metric_names = ("accuracy", "perplexity")
 
     def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, variant: str = "torch",
@@ -387,20 +387,16 @@ class CharLM(_GRUModel):
     def _loss(self, logits, y, lengths):
         return softmax_cross_entropy(logits, y, length_mask(lengths, *y.shape))
 
-    def _metrics(self, logits, y, lengths, loss: float) -> dict:
-        mask = length_mask(lengths, *y.shape)
-        return {"accuracy": accuracy(logits, y, mask), "perplexity": perplexity(loss)}
+    def _metrics(self, logits, y, lengths) -> dict:
+        return {"accuracy": accuracy(logits, y, length_mask(lengths, *y.shape))}
 
-    def _weight(self, y, lengths) -> float:
+    def batch_weight(self, y, lengths) -> float:
+        """A batch counts by its number of real (unpadded) tokens."""
         return float(y.size if lengths is None else np.sum(lengths))
 
-    def evaluate(self, X, y, lengths=None, batch_size: int = 256) -> dict:
-        result = super().evaluate(X, y, lengths, batch_size)
-        # the perplexity of the data set is exp of its mean loss, not the mean of batch values
-        result["perplexity"] = perplexity(result["loss"])
-        return result
-
-    evaluate.__doc__ = _GRUModel.evaluate.__doc__
+    def summarise(self, means: dict) -> dict:
+        """Add the perplexity: exp of the mean loss (not a mean of per-batch perplexities)."""
+        return {**means, "perplexity": perplexity(means["loss"])}
 
     def predict(self, X, lengths=None) -> np.ndarray:
         """The most likely next token at every position, ``(N, T)``."""

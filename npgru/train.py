@@ -107,18 +107,15 @@ def fit(model, X, y, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer
                     step += 1
                     loss, metrics = _step(model, optimizer, clip_norm, batch, last_good,
                                           f"epoch {epoch}, step {step} of {steps_per_epoch}")
-                    w = model._weight(batch[1], batch[2])
+                    w = model.batch_weight(batch[1], batch[2])
                     for k, v in {"loss": loss, **metrics}.items():
                         totals[k] = totals.get(k, 0.0) + w * v
                     weight += w
                     bar.update(1)
                     bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}", refresh=False)
-            record = {k: v / weight for k, v in totals.items()}
-            if "perplexity" in record:  # of the epoch: exp of its mean loss
-                record["perplexity"] = math.exp(record["loss"])
+            record = model.summarise({k: v / weight for k, v in totals.items()})
             if val is not None:
                 record.update({f"val_{k}": v for k, v in model.evaluate(*val).items()})
-                model.train()
             record["lr"] = optimizer.lr
             for k, v in record.items():
                 history.setdefault(k, []).append(v)
