@@ -108,20 +108,32 @@ class _GRUModel(Module):
             ``"loss"`` and the model's metrics (``"accuracy"``; ``"perplexity"`` for CharLM).
         """
         X, y, lengths = self.check_data(X, y, lengths)
-        batch_size = check_positive_int("batch_size", batch_size)
         totals, weight = {}, 0.0
+        for sl, ln, pred in self._eval_batches(X, lengths, batch_size):
+            w = self.batch_weight(y[sl], ln)
+            loss = self._loss(pred, y[sl], ln)[0]
+            for k, v in {"loss": loss, **self._metrics(pred, y[sl], ln)}.items():
+                totals[k] = totals.get(k, 0.0) + w * v
+            weight += w
+        return self.summarise({k: v / weight for k, v in totals.items()})
+
+    def _eval_batches(self, X, lengths, batch_size: int) -> Iterator[tuple]:
+        """``(slice, lengths, output)`` of each batch of a validated data set, in eval mode.
+
+        Batches bound the memory the forward caches take on a large data set.
+        """
+        batch_size = check_positive_int("batch_size", batch_size)
         with _eval_mode(self):
             for s in range(0, len(X), batch_size):
                 sl = slice(s, s + batch_size)
                 ln = None if lengths is None else lengths[sl]
-                pred = self.forward(X[sl], ln)
-                w = self.batch_weight(y[sl], ln)
-                loss = self._loss(pred, y[sl], ln)[0]
-                for k, v in {"loss": loss, **self._metrics(pred, y[sl], ln)}.items():
-                    totals[k] = totals.get(k, 0.0) + w * v
-                weight += w
+                yield sl, ln, self.forward(X[sl], ln)
         self._cache = None  # evaluation forwards are not meant to be backpropagated
-        return self.summarise({k: v / weight for k, v in totals.items()})
+
+    def _predict(self, X, lengths, batch_size: int, post) -> np.ndarray:
+        X, _, lengths = self.check_data(X, None, lengths)
+        return np.concatenate([post(out) for _, _, out in self._eval_batches(X, lengths,
+                                                                              batch_size)])
 
     def batch_weight(self, y, lengths) -> float:
         """How much a batch counts in a data-set mean: its number of examples."""
@@ -254,11 +266,9 @@ class SequenceRegressor(_LastOutputModel):
     def _loss(self, pred, y, lengths):
         return mse_loss(pred, y)
 
-    def predict(self, X, lengths=None) -> np.ndarray:
-        """Predictions ``(N, output_size)`` in evaluation mode."""
-        X, _, lengths = self.check_data(X, None, lengths)
-        with _eval_mode(self):
-            return self.forward(X, lengths)
+    def predict(self, X, lengths=None, batch_size: int = 256) -> np.ndarray:
+        """Predictions ``(N, output_size)``, in evaluation mode."""
+        return self._predict(X, lengths, batch_size, lambda out: out)
 
     def config(self) -> dict:
         return dict(input_size=self.input_size, hidden_size=self.hidden_size,
@@ -292,15 +302,13 @@ class SequenceClassifier(_LastOutputModel):
     def _metrics(self, pred, y, lengths) -> dict:
         return {"accuracy": accuracy(pred, y)}
 
-    def predict_proba(self, X, lengths=None) -> np.ndarray:
-        """Class probabilities ``(N, num_classes)`` in evaluation mode."""
-        X, _, lengths = self.check_data(X, None, lengths)
-        with _eval_mode(self):
-            return softmax(self.forward(X, lengths))
+    def predict_proba(self, X, lengths=None, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities ``(N, num_classes)``, in evaluation mode."""
+        return self._predict(X, lengths, batch_size, softmax)
 
-    def predict(self, X, lengths=None) -> np.ndarray:
-        """Class ids ``(N,)``: the arg-max of the logits."""
-        return np.argmax(self.predict_proba(X, lengths), axis=-1)
+    def predict(self, X, lengths=None, batch_size: int = 256) -> np.ndarray:
+        """Class ids ``(N,)``: the arg-max of the logits, in evaluation mode."""
+        return self._predict(X, lengths, batch_size, lambda out: np.argmax(out, axis=-1))
 
     def config(self) -> dict:
         return dict(input_size=self.input_size, hidden_size=self.hidden_size,
@@ -398,11 +406,9 @@ class CharLM(_GRUModel):
         """Add the perplexity: exp of the mean loss (not a mean of per-batch perplexities)."""
         return {**means, "perplexity": perplexity(means["loss"])}
 
-    def predict(self, X, lengths=None) -> np.ndarray:
-        """The most likely next token at every position, ``(N, T)``."""
-        X, _, lengths = self.check_data(X, None, lengths)
-        with _eval_mode(self):
-            return np.argmax(self.forward(X, lengths), axis=-1)
+    def predict(self, X, lengths=None, batch_size: int = 256) -> np.ndarray:
+        """The most likely next token at every position, ``(N, T)``, in evaluation mode."""
+        return self._predict(X, lengths, batch_size, lambda out: np.argmax(out, axis=-1))
 
     def generate(self, prompt_ids, n: int, temperature: float = 1.0,
                  seed: int | None = None) -> np.ndarray:

@@ -119,6 +119,7 @@ def test_predict_shapes_and_types(rng):
     np.testing.assert_allclose(clf.predict_proba(X).sum(axis=1), 1, rtol=1e-6)
     lm = npgru.CharLM(5, 3, 4)
     assert lm.predict(_tokens(rng)[0]).shape == (B, T)
+    np.testing.assert_array_equal(clf.predict(X, LENGTHS, batch_size=2), ids)  # batched alike
 
 
 def test_lengths_equal_running_each_sequence_alone(rng):
