@@ -157,14 +157,38 @@ def make_compressor(spec: str) -> Compressor:
     raise ValueError(f"compression must be q8, q4, q2 or topk:FRACTION, got {spec!r}")
 
 
+def compress_with_feedback(
+    x: np.ndarray, memory: np.ndarray | None, compress: Compressor, rng: np.random.Generator
+) -> tuple[Message, np.ndarray]:
+    """One error-feedback step (Stich et al. 2018, Alg. 1)::
+
+        p = x + e;   m = compress(p);   e ← p − decode(m)
+
+    so every coordinate's mass eventually reaches the server.
+
+    Parameters
+    ----------
+    x : ndarray
+        This round's update.
+    memory : ndarray or None
+        The client's residual ``e`` from its previous rounds (``None``: zero).
+    compress : callable
+        ``compress(x, rng) -> message``, e.g. from :func:`make_compressor`.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    (message, memory) : tuple
+        What is sent, and the new residual (``x``'s dtype).
+    """
+    x = _as_flat(x)
+    p = x if memory is None else x + memory
+    message = compress(p, rng)
+    return message, (p - message.decode()).astype(x.dtype, copy=False)
+
+
 class ErrorFeedback:
-    """Compression with a per-client memory of what was not sent.
-
-    For client ``k`` with memory ``e_k`` (initially 0)::
-
-        p = x + e_k;   m = compress(p);   e_k ← p − decode(m)
-
-    so every coordinate's mass eventually reaches the server (Stich et al. 2018, Alg. 1).
+    """Compression with a per-client memory of what was not sent (:func:`compress_with_feedback`).
 
     Parameters
     ----------
@@ -178,8 +202,7 @@ class ErrorFeedback:
 
     def __call__(self, client_id: Hashable, x: np.ndarray, rng: np.random.Generator) -> Message:
         """Compress ``x`` plus the client's memory, and keep the new residual."""
-        x = _as_flat(x)
-        p = x + self.memory[client_id] if client_id in self.memory else x.copy()
-        message = self.compress(p, rng)
-        self.memory[client_id] = (p - message.decode()).astype(x.dtype, copy=False)
+        message, self.memory[client_id] = compress_with_feedback(
+            x, self.memory.get(client_id), self.compress, rng
+        )
         return message

@@ -13,8 +13,6 @@ count (§4, Eq. 8 with ``τ_eff = Σ_k p_k ‖a_k‖₁``)::
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 
@@ -64,39 +62,3 @@ def fednova_aggregate(
     norms = np.array([local_norm(int(s), momentum) for s in steps])
     return float(p @ norms) * ((p / norms) @ deltas)
 
-
-class NormalizedMean:
-    """Streaming FedNova: a running mean of ``Δ_k / ‖a_k‖₁`` and of ``‖a_k‖₁``.
-
-    Parameters
-    ----------
-    inner : aggregator
-        Combines the normalised updates (anything with ``add(vector, weight)``, ``count`` and
-        ``result()``: the plain weighted mean, or a robust rule).
-    weighted : bool
-        Weight ``τ_eff`` by example counts, as ``inner`` weights the updates.
-    """
-
-    def __init__(self, inner, weighted: bool = True) -> None:
-        self.inner = inner
-        self.weighted = weighted
-        self._norm_sum = 0.0
-        self._weight_sum = 0.0
-
-    @property
-    def count(self) -> int:
-        """Number of updates added."""
-        return self.inner.count
-
-    def add_normalized(self, vector: np.ndarray, weight: float, norm: float) -> None:
-        """Add one update ``vector`` whose client's local weights sum to ``norm = ‖a_k‖₁``."""
-        if not (norm > 0 and math.isfinite(norm)):
-            raise ValueError(f"norm must be a finite number > 0, got {norm!r}")
-        self.inner.add(np.asarray(vector) / norm, weight)
-        w = float(weight) if self.weighted else 1.0
-        self._norm_sum += w * norm
-        self._weight_sum += w
-
-    def result(self) -> np.ndarray:
-        """``τ_eff`` times the inner aggregate of the normalised updates."""
-        return (self._norm_sum / self._weight_sum) * self.inner.result()
