@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ._checks import StateError, as_lengths, as_real_array, check_positive_int
+from ._checks import StateError, as_lengths, as_real_array, check_float_dtype, check_positive_int
 from .gru import GRU
 from .layers import Dropout, Embedding, Linear, as_token_ids
 from .losses import (
@@ -50,7 +50,7 @@ class _GRUModel(Module):
     def _build(self, body: dict[str, Module], gru: GRU, fc: Linear, dropout: float,
                seed: int | None) -> None:
         self.gru, self.fc = gru, fc
-        self.drop = Dropout(dropout, dtype=gru.dtype, seed=seed)
+        self.drop = Dropout(dropout, dtype=self.dtype, seed=seed)
         # the dropout layer has no parameters; adopting it only makes train()/eval() reach it
         self._adopt({**body, "gru": gru, "drop": self.drop, "fc": fc})
         self.last_state: np.ndarray | None = None
@@ -58,7 +58,7 @@ class _GRUModel(Module):
 
     def _gru_kwargs(self) -> dict:
         return dict(num_layers=self.num_layers, batch_first=True, bidirectional=self.bidirectional,
-                    dropout=self.dropout, variant=self.variant, dtype=self.dtype_arg)
+                    dropout=self.dropout, variant=self.variant, dtype=self.dtype)
 
     def _common_config(self) -> dict:
         return dict(num_layers=self.num_layers, bidirectional=self.bidirectional,
@@ -70,7 +70,7 @@ class _GRUModel(Module):
         self.bidirectional, self.dropout, self.variant = bool(bidirectional), dropout, variant
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
-        self.dtype_arg, self.seed = dtype, None if seed is None else int(seed)
+        self.dtype, self.seed = check_float_dtype(dtype), None if seed is None else int(seed)
 
     # -- training and evaluation --------------------------------------------------------
     def loss_and_grad(self, X, y, lengths=None, h0=None) -> tuple[float, dict]:
@@ -165,7 +165,8 @@ class _LastOutputModel(_GRUModel):
         self._store_common(num_layers, bidirectional, dropout, variant, dtype, seed)
         s_gru, s_fc, s_drop = child_seeds(self.seed, 3)
         gru = GRU(self.input_size, self.hidden_size, seed=s_gru, **self._gru_kwargs())
-        fc = Linear(self.hidden_size * gru.num_directions, out_features, dtype=dtype, seed=s_fc)
+        fc = Linear(self.hidden_size * gru.num_directions, out_features, dtype=self.dtype,
+                    seed=s_fc)
         self._build({}, gru, fc, dropout, s_drop)
 
     def forward(self, X, lengths=None, h0=None) -> np.ndarray:
@@ -339,9 +340,9 @@ class CharLM(_GRUModel):
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self._store_common(num_layers, bidirectional, dropout, variant, dtype, seed)
         s_emb, s_gru, s_fc, s_drop = child_seeds(self.seed, 4)
-        embed = Embedding(self.vocab_size, self.embed_dim, dtype=dtype, seed=s_emb)
+        embed = Embedding(self.vocab_size, self.embed_dim, dtype=self.dtype, seed=s_emb)
         gru = GRU(self.embed_dim, self.hidden_size, seed=s_gru, **self._gru_kwargs())
-        fc = Linear(self.hidden_size * gru.num_directions, self.vocab_size, dtype=dtype,
+        fc = Linear(self.hidden_size * gru.num_directions, self.vocab_size, dtype=self.dtype,
                     seed=s_fc)
         self.embed = embed
         self._build({"embed": embed}, gru, fc, dropout, s_drop)
