@@ -152,6 +152,86 @@ def cmd_train(args) -> None:
     _finish(args, model, records, "round", f"centralised {args.dataset}")
 
 
+STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox", "scaffold")
+
+
+def make_strategy(args):
+    """The strategy the flags name, with its options."""
+    from . import fed
+
+    kwargs = {} if args.server_lr is None else {"server_lr": args.server_lr}
+    if args.strategy == "fedavgm":
+        return fed.FedAvgM(momentum=args.server_momentum, **kwargs)
+    if args.strategy in ("fedadam", "fedyogi", "fedadagrad"):
+        cls = {"fedadam": fed.FedAdam, "fedyogi": fed.FedYogi, "fedadagrad": fed.FedAdagrad}
+        return cls[args.strategy](tau=args.tau, **kwargs)
+    if args.strategy == "fedprox":
+        return fed.FedProx(mu=args.mu, **kwargs)
+    if args.strategy == "scaffold":
+        return fed.Scaffold(**kwargs)
+    return fed.FedAvg(**kwargs)
+
+
+def _clients_per_round(text: str) -> int | float:
+    """A count ("10") or a fraction of all clients ("0.1")."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {text!r}") from None
+
+
+def _summary(record: dict) -> dict:
+    """The per-round fields history.json promises, next to the simulator's full record."""
+    return {"clients_ok": record.get("num_ok"), "clients_dropped": len(record.get("dropped", {})),
+            **record}
+
+
+def cmd_federate(args) -> None:
+    """Federated training: sampled clients train locally and send deltas every round."""
+    from . import fed
+
+    os.makedirs(args.out, exist_ok=True)
+    data = load_data(args)
+    model = build_model(data, args)
+    sim = fed.Simulation(
+        model, data, make_strategy(args), rounds=args.rounds,
+        clients_per_round=args.clients_per_round, min_clients=args.min_clients,
+        local_epochs=args.local_epochs, batch_size=args.batch_size, optimizer=args.optimizer,
+        lr=args.lr, clip_norm=args.clip_norm, executor=args.executor, workers=args.workers,
+        eval_every=args.eval_every, federated_eval=not args.no_federated_eval,
+        checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every, seed=args.seed,
+    )
+    if not args.quiet:
+        n = len(data.clients)
+        print(f"{args.dataset}: {n} clients, {sum(c.num_train for c in data.clients):,} training "
+              f"examples; model {type(model).__name__} with {model.num_params:,} parameters; "
+              f"{sim.strategy!r}", flush=True)
+        if "unigram_accuracy" in data.meta:
+            print(f"unigram baseline accuracy: {data.meta['unigram_accuracy']:.4f}", flush=True)
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=args.rounds, desc="rounds", unit="round", leave=False)
+
+    def report(record: dict) -> None:
+        if bar is not None:
+            bar.n = record["round"]
+            bar.refresh()
+            bar.write(_round_line(_summary(record)))
+
+    history = sim.run(resume=args.resume, callback=report)
+    if bar is not None:
+        bar.close()
+    records = [_summary(r) for r in history]
+    _finish(args, sim.model_, records, "round",
+            f"{args.strategy} on {args.dataset}, {len(data.clients)} clients")
+
+
 def cmd_generate(args) -> None:
     from .io import load
     from .models import CharLM
@@ -236,6 +316,51 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--clip-norm", type=float, default=5.0, help="global gradient-norm clip")
     _run_options(p, "runs/train")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("federate", formatter_class=_formatter,
+                       help="federated training: clients send deltas, a strategy aggregates",
+                       description="Simulate federated learning: each round a seeded sample of "
+                                   "clients trains locally from the global model and sends its "
+                                   "parameter delta; the strategy aggregates them. Writes "
+                                   "history.json, model.npz, curves.png (and a checkpoint for "
+                                   "--resume) to --out.")
+    _data_options(p)
+    _model_options(p)
+    g = p.add_argument_group("rounds")
+    g.add_argument("--rounds", type=int, default=20, help="federated rounds")
+    g.add_argument("--clients-per-round", type=_clients_per_round, default=10,
+                   help="clients sampled per round: a count, or a fraction of all clients")
+    g.add_argument("--min-clients", type=int, default=1,
+                   help="valid updates a round needs to commit")
+    g.add_argument("--executor", choices=["serial", "process"], default="serial",
+                   help="run clients in this process or in a pool (results are bit-identical)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="processes for --executor process (default: CPU count)")
+    g.add_argument("--eval-every", type=int, default=1, help="evaluate every this many rounds")
+    g.add_argument("--no-federated-eval", action="store_true",
+                   help="skip the per-client evaluation (centralised test metrics only)")
+    g.add_argument("--checkpoint-every", type=int, default=1,
+                   help="write DIR/checkpoint.npz every this many rounds")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from DIR/checkpoint.npz; ends bit-identical to a full run")
+    g = p.add_argument_group("local training")
+    g.add_argument("--local-epochs", type=int, default=1, help="passes over a client's data")
+    g.add_argument("--batch-size", type=int, default=10, help="examples per local step")
+    g.add_argument("--lr", type=float, default=1.0, help="client learning rate")
+    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd",
+                   help="client optimizer (fresh every round)")
+    g.add_argument("--clip-norm", type=float, default=5.0, help="client gradient-norm clip")
+    g = p.add_argument_group("strategy")
+    g.add_argument("--strategy", choices=STRATEGIES, default="fedavg", help="server strategy")
+    g.add_argument("--server-lr", type=float, default=None,
+                   help="server learning rate η_s (default: the strategy's, 1 for FedAvg, "
+                        "1e-2 for FedAdam/FedYogi/FedAdagrad)")
+    g.add_argument("--server-momentum", type=float, default=0.9, help="fedavgm: momentum")
+    g.add_argument("--tau", type=float, default=1e-3,
+                   help="fedadam/fedyogi/fedadagrad: adaptivity τ")
+    g.add_argument("--mu", type=float, default=0.01, help="fedprox: proximal coefficient μ")
+    _run_options(p, "runs/federate")
+    p.set_defaults(func=cmd_federate)
 
     p = sub.add_parser("generate", formatter_class=_formatter,
                        help="sample text from a trained character model",
