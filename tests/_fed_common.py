@@ -36,6 +36,6 @@ def faulty_update(model, data, ins, training):
     elif cid.endswith("wrong"):
         res.delta = res.delta[:-1]
     elif cid.endswith("slow"):
-        time.sleep(0.05)
+        time.sleep(0.3)
     return res
 

@@ -85,10 +85,13 @@ def check_result(res: FitRes, size: int) -> str | None:
     n = res.num_examples
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         return f"invalid num_examples {n!r}: expected a positive integer"
+    for name, a in res.extras.items():  # averaged with the deltas, so shaped like them
+        if not isinstance(a, np.ndarray) or a.shape != (size,):
+            return f"invalid extra {name!r}: expected shape ({size},)"
     for kind, arrays in (("extra", res.extras), ("state", res.state)):
         for name, a in arrays.items():
-            if not isinstance(a, np.ndarray) or a.shape != (size,):
-                return f"invalid {kind} {name!r}: expected shape ({size},)"
+            if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
+                return f"invalid {kind} {name!r}: expected a numeric array"
             if not np.isfinite(a).all():
                 return f"non-finite {kind} {name!r}"
     return None
@@ -148,6 +151,8 @@ class Simulation:
     ----------
     model_ : Module
         The global model after :meth:`run`.
+    strategy_ : Strategy
+        The strategy that ran (``strategy``, or the default FedAvg), holding its server state.
     history_ : History
         The per-round records.
     client_states_ : dict
@@ -281,7 +286,8 @@ class Simulation:
         params = model.flat_params  # the global parameters, updated in place by commits
         strategy.initialize(params, len(clients))
         meta = self._meta(strategy, len(clients))
-        self.model_, self.history_, self.client_states_ = model, History(), {}
+        self.model_, self.strategy_, self.history_ = model, strategy, History()
+        self.client_states_: dict[str, dict[str, np.ndarray]] = {}
         start = 0
         path = None if self.checkpoint_dir is None else os.path.join(self.checkpoint_dir,
                                                                      CHECKPOINT_NAME)
