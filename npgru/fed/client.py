@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..datasets.base import ClientData
+from ..optim import SGD, Adam, AdamW, clip_grad_norm
 from .sampling import MODEL, TRAINING, make_rng, make_seed_sequence
 
 
@@ -69,9 +70,7 @@ class LocalTraining:
         """A fresh optimizer for ``model``."""
         if callable(self.optimizer):
             return self.optimizer(model)
-        from .. import optim  # the training toolkit; imported late so npgru.fed loads without it
-
-        classes = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW}
+        classes = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
         return classes[self.optimizer](model, lr=self.lr, **dict(self.optimizer_kwargs))
 
 
@@ -237,8 +236,6 @@ def local_update(model, data: ClientData, ins: FitIns, training: LocalTraining) 
         for hook in ins.hooks:
             hook.on_grad(model.flat_grads, model.flat_params, ctx)
         if training.clip_norm is not None:
-            from ..optim import clip_grad_norm
-
             clip_grad_norm(model.flat_grads, training.clip_norm)
         optimizer.step()
         loss_sum += float(loss)

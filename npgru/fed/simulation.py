@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -218,6 +218,17 @@ class Simulation:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("local_epochs", "local_steps"):
+            value = getattr(self, name)
+            values = value.values() if isinstance(value, Mapping) else [value]
+            if name == "local_steps" and value is None:
+                continue
+            if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+                   for v in values):
+                raise ValueError(
+                    f"{name} must be a positive integer or a mapping of client id to one, "
+                    f"got {value!r}"
+                )
         if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) \
                 or self.eval_every < 0:
             raise ValueError(f"eval_every must be a non-negative integer, got {self.eval_every!r}")
