@@ -27,8 +27,11 @@ FORMAT, VERSION = "npgru-model", 1
 META_KEY, PARAM_PREFIX = "__npgru__", "param/"
 MODEL_CLASSES = {c.__name__: c for c in (GRU, SequenceRegressor, SequenceClassifier, CharLM)}
 
-# what a damaged or foreign file can raise while being opened and read
-_READ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+# what a damaged or foreign file can raise while being opened and read (zipfile raises
+# NotImplementedError, a RuntimeError, for a mangled compression method or version field,
+# and a mangled array header can ask for more memory than there is)
+_READ_ERRORS = (ValueError, OSError, EOFError, KeyError, RuntimeError, MemoryError,
+                zipfile.BadZipFile, zlib.error)
 
 
 def save(model: Module, path: str | os.PathLike) -> None:

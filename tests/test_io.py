@@ -161,3 +161,25 @@ def test_charlm_state_dict_round_trip():
     assert isinstance(twin, npgru.CharLM)
     assert (twin.vocab_size, twin.embed_dim, twin.hidden_size) == (7, 3, 6)
     np.testing.assert_array_equal(twin.flat_params, lm.flat_params)
+
+
+def test_random_damage_never_escapes_as_another_error(tmp_path):
+    model = npgru.CharLM(7, 3, 6, seed=0)
+    good_path, bad_path = tmp_path / "good.npz", tmp_path / "bad.npz"
+    npgru.save(model, good_path)
+    good = good_path.read_bytes()
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        damaged = bytearray(good)
+        if trial % 2:
+            damaged = damaged[: rng.integers(0, len(good))]
+        else:
+            for at, byte in zip(rng.integers(0, len(good), 3), rng.integers(0, 256, 3), strict=True):
+                damaged[at] = byte
+        bad_path.write_bytes(bytes(damaged))
+        try:
+            loaded = npgru.load(bad_path)
+        except ValueError:
+            continue
+        # damage the format does not see (zip padding, comments) must not change the weights
+        np.testing.assert_array_equal(loaded.flat_params, model.flat_params)
