@@ -65,7 +65,7 @@ def test_classifier_gradcheck(rng):
 
 
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "padded"])
-def test_charlm_gradcheck(lengths, rng):
+def test_charlm_gradcheck(lengths, backend, rng):
     model = npgru.CharLM(5, 3, 4, num_layers=2, **F64)
     errors = _model_gradcheck(model, *_tokens(rng), lengths, rng.standard_normal((2, B, 4)))
     assert "embed.weight" in errors
