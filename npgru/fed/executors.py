@@ -174,13 +174,16 @@ class ProcessExecutor(Executor):
             ins = next(queue, None)
             if ins is not None:
                 slot = free.pop()
-                pending.append((slot, self._pool.apply_async(_fit_one, (ins, slot))))
+                pending.append((ins, slot, self._pool.apply_async(_fit_one, (ins, slot))))
 
         for _ in range(self._num_slots):
             submit()
         while pending:
-            slot, handle = pending.popleft()
-            res, in_slot = handle.get()
+            ins, slot, handle = pending.popleft()
+            try:
+                res, in_slot = handle.get()
+            except Exception as e:  # noqa: BLE001 - e.g. a result that cannot be pickled
+                res, in_slot = FitRes(ins.client_id, error=f"executor: {type(e).__name__}: {e}"), False
             if in_slot:
                 res.delta = self._slots[slot]
             yield res
