@@ -11,6 +11,7 @@ from npgru.fed.secagg import (
     FixedPointRing,
     SecAggClient,
     SecAggServer,
+    client_upload_nbytes,
     secure_sum,
     shamir_reconstruct,
     shamir_split,
@@ -96,6 +97,13 @@ def test_fixed_point_ring_extremes_do_not_wrap():
         total = sum(ring.encode(x) for _ in range(7)) & ring.mask
         np.testing.assert_array_equal(ring.decode(total), 7 * x)
     assert ring.nbytes(10) == math.ceil(10 * ring.bits / 8)
+
+
+def test_upload_bytes():
+    ring = FixedPointRing.for_sum(num_clients=5, bound=1.0, frac_bits=16)
+    keys = 16 + 2 * 16 * 4  # public key, then shares of two secrets for 4 peers
+    assert client_upload_nbytes(10, 5, ring, survived=False) == keys
+    assert client_upload_nbytes(10, 5, ring) == keys + math.ceil(10 * ring.bits / 8) + 16 * 4
 
 
 def test_ring_refuses_overflowing_configurations():

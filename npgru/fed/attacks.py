@@ -105,6 +105,9 @@ class UpdateAttack(ClientHook):
         self.kind = kind
         self.param = float(param)
 
+    def __repr__(self) -> str:  # sorted: a frozenset's order changes between processes
+        return f"UpdateAttack(attackers={sorted(self.attackers)}, kind={self.kind!r}, param={self.param})"
+
     def on_delta(self, delta: np.ndarray, ctx: HookContext) -> None:
         ins = ctx.ins
         if ins.client_id not in self.attackers:

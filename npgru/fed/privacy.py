@@ -17,12 +17,14 @@ import math
 import numpy as np
 
 
-def _check_clip(clip: float) -> None:
+def check_clip(clip: float) -> None:
+    """Raise unless ``clip`` is a finite number > 0."""
     if not (clip > 0 and math.isfinite(clip)):
         raise ValueError(f"clip must be a finite number > 0, got {clip!r}")
 
 
-def _check_noise_multiplier(noise_multiplier: float) -> None:
+def check_noise_multiplier(noise_multiplier: float) -> None:
+    """Raise unless ``noise_multiplier`` is a finite number >= 0."""
     if not (noise_multiplier >= 0 and math.isfinite(noise_multiplier)):
         raise ValueError(f"noise_multiplier must be a finite number >= 0, got {noise_multiplier!r}")
 
@@ -42,7 +44,7 @@ def clip_l2(delta: np.ndarray, clip: float) -> tuple[np.ndarray, float]:
     (clipped, norm) : tuple
         A new array (``delta`` itself is not modified) and the norm before clipping.
     """
-    _check_clip(clip)
+    check_clip(clip)
     norm = float(np.linalg.norm(delta))
     if not math.isfinite(norm):
         raise ValueError("delta contains NaN or Inf")
@@ -71,8 +73,8 @@ def gaussian_mechanism(
     ndarray
         A new array of ``total``'s dtype.
     """
-    _check_clip(clip)
-    _check_noise_multiplier(noise_multiplier)
+    check_clip(clip)
+    check_noise_multiplier(noise_multiplier)
     noise = rng.normal(0.0, noise_multiplier * clip, size=total.shape)
     return (total + noise).astype(total.dtype, copy=False)
 
@@ -89,7 +91,7 @@ def update_noise_multiplier(noise_multiplier: float, count_stddev: float) -> flo
     ValueError
         If ``2σ_b <= z``: the count alone would spend the whole budget.
     """
-    _check_noise_multiplier(noise_multiplier)
+    check_noise_multiplier(noise_multiplier)
     if not count_stddev > 0:
         raise ValueError(f"count_stddev must be > 0, got {count_stddev!r}")
     if noise_multiplier == 0:
@@ -131,7 +133,7 @@ class AdaptiveClip:
         learning_rate: float = 0.2,
         count_stddev: float = 0.0,
     ) -> None:
-        _check_clip(initial_clip)
+        check_clip(initial_clip)
         if not 0 < target_quantile < 1:
             raise ValueError(f"target_quantile must lie in (0, 1), got {target_quantile!r}")
         if not (learning_rate > 0 and math.isfinite(learning_rate)):

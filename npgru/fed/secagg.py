@@ -112,6 +112,18 @@ class FixedPointRing:
         return np.ldexp(signed.astype(np.float64), -self.frac_bits)
 
 
+def client_upload_nbytes(size: int, num_clients: int, ring: FixedPointRing, survived: bool = True) -> int:
+    """Bytes one client sends in a round of ``num_clients``.
+
+    Its public key and two Shamir shares for each peer (relayed by the server, step 2); then, if
+    it ``survived``, the masked vector (``bits`` per coordinate, step 3) and one share per peer when
+    unmasking (step 4). Keys and shares are elements of GF(2^127 − 1): 16 bytes each.
+    """
+    peers = num_clients - 1
+    keys = 16 + 2 * 16 * peers
+    return keys + ring.nbytes(size) + 16 * peers if survived else keys
+
+
 def prg(seed: int, size: int, ring: FixedPointRing) -> np.ndarray:
     """``size`` uniform elements of the ring, expanded from ``seed`` (PCG64 raw output)."""
     return np.random.Generator(np.random.PCG64(seed)).bit_generator.random_raw(size) & ring.mask
