@@ -203,17 +203,14 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay)
 
 
-class StepLR:
-    """Multiply the learning rate by ``gamma`` every ``step_size`` calls of :meth:`step`."""
+class LRSchedule:
+    """Base of the schedules: each :meth:`step` (once an epoch) sets the optimizer's ``lr``."""
 
-    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
-        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
-            raise ValueError(f"step_size must be a positive integer, got {step_size!r}")
-        self.optimizer, self.step_size, self.gamma = optimizer, step_size, float(gamma)
-        self.base_lr, self.epoch = optimizer.lr, 0
+    def __init__(self, optimizer: Optimizer) -> None:
+        self.optimizer, self.base_lr, self.epoch = optimizer, optimizer.lr, 0
 
     def lr_at(self, epoch: int) -> float:
-        return self.base_lr * self.gamma ** (epoch // self.step_size)
+        raise NotImplementedError
 
     def step(self) -> None:
         """Advance one epoch and set the optimizer's learning rate."""
@@ -221,7 +218,18 @@ class StepLR:
         self.optimizer.lr = self.lr_at(self.epoch)
 
 
-class CosineAnnealingLR(StepLR):
+class StepLR(LRSchedule):
+    """Multiply the learning rate by ``gamma`` every ``step_size`` epochs (PyTorch's ``StepLR``)."""
+
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
+        super().__init__(optimizer)
+        self.step_size, self.gamma = _positive_int("step_size", step_size), float(gamma)
+
+    def lr_at(self, epoch: int) -> float:
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class CosineAnnealingLR(LRSchedule):
     """Anneal the learning rate from its initial value to ``eta_min`` over ``T_max`` epochs.
 
     ``η_e = η_min + (η₀ − η_min)(1 + cos(π e / T_max)) / 2`` (the closed form of PyTorch's
@@ -229,12 +237,18 @@ class CosineAnnealingLR(StepLR):
     """
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
-        super().__init__(optimizer, step_size=T_max)
-        self.eta_min = float(eta_min)
+        super().__init__(optimizer)
+        self.T_max, self.eta_min = _positive_int("T_max", T_max), float(eta_min)
 
     def lr_at(self, epoch: int) -> float:
-        cos = 1 + math.cos(math.pi * epoch / self.step_size)
+        cos = 1 + math.cos(math.pi * epoch / self.T_max)
         return self.eta_min + (self.base_lr - self.eta_min) * cos / 2
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _non_negative(name: str, value) -> float:
