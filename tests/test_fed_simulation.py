@@ -216,10 +216,16 @@ def test_resume_from_a_checkpoint_is_bit_identical(tmp_path, strategy_cls):
     assert [f for f in os.listdir(tmp_path) if f != "checkpoint.npz"] == []
 
 
-def test_resume_refuses_a_different_simulation(tmp_path):
+@pytest.mark.parametrize("change", [dict(seed=99), dict(lr=0.3), dict(dropout=0.1)])
+def test_resume_refuses_a_different_simulation(tmp_path, change):
     make_sim(rounds=1, checkpoint_dir=str(tmp_path)).run()
-    with pytest.raises(ValueError, match="seed"):
-        make_sim(rounds=2, seed=99, checkpoint_dir=str(tmp_path)).run(resume=True)
+    with pytest.raises(ValueError, match=list(change)[0]):
+        make_sim(rounds=2, checkpoint_dir=str(tmp_path), **change).run(resume=True)
+
+
+def test_resume_needs_a_checkpoint_dir():
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        make_sim().run(resume=True)
 
 
 def test_checkpoint_is_plain_npz(tmp_path):

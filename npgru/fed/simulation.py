@@ -255,9 +255,23 @@ class Simulation:
         )
 
     def _meta(self, strategy: Strategy, num_clients: int) -> dict:
-        """What a checkpoint must agree with to be resumed by this simulation."""
+        """What a checkpoint must agree with to be resumed by this simulation.
+
+        Everything that shapes a round's result except ``rounds`` (a resumed run may go on
+        longer) and where it runs (executors give the same bits).
+        """
+
+        def describe(value):
+            if callable(value):
+                return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', '?')}"
+            return value if isinstance(value, (int, float, str, type(None))) else repr(value)
+
+        settings = ("clients_per_round", "min_clients", "local_epochs", "local_steps",
+                    "batch_size", "optimizer", "lr", "optimizer_kwargs", "clip_norm", "dropout",
+                    "stragglers", "straggler_policy", "local_update", "seed")
         return {
-            "seed": int(self.seed),
+            **{name: describe(getattr(self, name)) for name in settings},
+            "model": {k: describe(v) for k, v in self.model.config().items()},
             "num_params": int(self.model.flat_params.size),
             "dtype": str(self.model.flat_params.dtype),
             "num_clients": num_clients,
@@ -287,6 +301,8 @@ class Simulation:
             On invalid settings, or a checkpoint written by a different simulation.
         """
         self._check_settings()
+        if resume and self.checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir (where the checkpoint is)")
         clients = self._clients()
         ids = [c.client_id for c in clients]
         per_round = clients_per_round_count(self.clients_per_round, len(clients))
