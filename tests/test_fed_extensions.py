@@ -8,7 +8,7 @@ import pytest
 from npgru import fed
 from npgru.fed.accountant import RDPAccountant
 from npgru.fed.attacks import UpdateAttack
-from npgru.fed.extensions import DifferentialPrivacy, Extended, SecureAggregation
+from npgru.fed.extensions import DifferentialPrivacy, Extended, SecureAggregation, from_options
 
 from ._fed_common import classification_data, classifier
 
@@ -159,3 +159,32 @@ def test_a_ring_that_could_overflow_is_refused_before_round_one():
     strategy = Extended(fed.FedAvg(), secure_agg=SecureAggregation(clip=1e9, frac_bits=40))
     with pytest.raises(ValueError, match="overflow"):
         simulate(strategy)
+
+
+def test_from_options_builds_what_the_flags_say():
+    data = classification_data(NUM_CLIENTS)
+    data.meta["num_classes"] = 3
+    strategy, flipped = from_options(fed.FedAdam(), data, 4, dp_clip=0.5, dp_noise=1.0, compress="q8",
+                                     attack="labelflip:0.25", seed=1)
+    assert strategy.dp == DifferentialPrivacy(0.5, 1.0, 1e-5) and strategy.compress == "q8"
+    changed = [a.client_id for a, b in zip(data.clients, flipped.clients, strict=True)
+               if not np.array_equal(a.y_train, b.y_train)]
+    assert len(changed) == 2
+    np.testing.assert_array_equal(flipped.clients[0].y_test, data.clients[0].y_test)
+    strategy, same = from_options(fed.FedAvg(), data, 8, aggregator="median", attack="scale:10:0.25")
+    assert same is data and strategy.client_hooks[0].kind == "scale"
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(dp_noise=1.0), "needs --dp-clip"),
+        (dict(secure_agg=True), "needs --dp-clip"),
+        (dict(aggregator="krum:1", attack="signflip:0.4"), "more than Krum tolerates"),
+        (dict(aggregator="trimmed:0.1", attack="noise:1:0.3"), "more than TrimmedMean tolerates"),
+        (dict(attack="labelflip:1.5"), "fraction"),
+    ],
+)
+def test_from_options_refuses_bad_flags(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        from_options(fed.FedAvg(), classification_data(NUM_CLIENTS), 8, **kwargs)

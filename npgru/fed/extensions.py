@@ -15,16 +15,19 @@ untouched; what it adds runs at three places of a round:
 
 Per-round figures (``epsilon``, ``dp_clip``, ``bytes_up``, ``rejected``) come from
 :meth:`Extended.round_metrics`; ``Simulation.run(callback=extended.record_metrics)`` adds them to
-each history record.
+each history record. :func:`from_options` builds everything from ``npgru federate``'s options.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
+from ..datasets.base import FederatedData
 from .accountant import RDPAccountant
+from .attacks import UpdateAttack, choose_attackers, flip_client_labels, parse_attack
 from .client import ClientHook, FitRes, HookContext
 from .compress import compress_with_feedback, make_compressor
 from .fednova import local_norm
@@ -36,8 +39,8 @@ from .privacy import (
     gaussian_mechanism,
     update_noise_multiplier,
 )
-from .robust import make_aggregator
-from .sampling import make_rng
+from .robust import check_tolerance, make_aggregator
+from .sampling import clients_per_round_count, make_rng
 from .secagg import FixedPointRing, client_upload_nbytes, secure_sum
 from .strategies import FitConfig, RoundAggregate, Strategy
 
@@ -370,7 +373,8 @@ class Extended(Strategy):
             metrics["dp_clip"] = self._clip()
             included = agg.count - len(positions)
             self._accountant.step(included / self._num_clients, self.dp.noise_multiplier)
-            metrics["epsilon"] = self._accountant.epsilon(self.dp.delta)
+            epsilon = self._accountant.epsilon(self.dp.delta)
+            metrics["epsilon"] = epsilon if math.isfinite(epsilon) else None  # z = 0: no privacy
             if self._adaptive is not None:
                 self._adaptive.update(agg.delta.norms, agg.delta.rng)
         self._metrics = metrics
@@ -403,3 +407,48 @@ class Extended(Strategy):
             self._accountant.steps = int(own["ext.dp_rounds"][0])
         if self._adaptive is not None:
             self._adaptive.clip = float(own["ext.clip"][0])
+
+
+def from_options(strategy: Strategy, data: FederatedData, clients_per_round: int | float, *,
+                 dp_clip: float | None = None, dp_noise: float = 0.0, dp_delta: float = 1e-5,
+                 secure_agg: bool = False, compress: str | None = None, aggregator: str = "mean",
+                 attack: str | None = None, fednova: bool = False,
+                 seed: int = 0) -> tuple[Extended, FederatedData]:
+    """The :class:`Extended` strategy (and data) that ``npgru federate``'s options describe.
+
+    Parameters mirror the flags ``--dp-clip``, ``--dp-noise``, ``--dp-delta``, ``--secure-agg``,
+    ``--compress``, ``--aggregator``, ``--attack`` and ``--fednova``. Attackers are a seeded
+    fraction of all clients; ``labelflip`` flips their training labels in the returned data, the
+    other attacks become client hooks. A robust aggregator facing more attackers per round (in
+    expectation) than it tolerates is refused.
+
+    Raises
+    ------
+    ValueError
+        On any bad value or combination, with a message naming it.
+    """
+    if dp_clip is None and dp_noise:
+        raise ValueError("--dp-noise needs --dp-clip (the L2 bound that sets the noise scale)")
+    if secure_agg and dp_clip is None:
+        raise ValueError("--secure-agg needs --dp-clip: clients clip to it so their updates fit the ring")
+    dp = None if dp_clip is None else DifferentialPrivacy(dp_clip, dp_noise, dp_delta)
+    hooks: tuple = ()
+    if attack is not None:
+        kind, param, fraction = parse_attack(attack)
+        attackers = choose_attackers([c.client_id for c in data.clients], fraction, seed)
+        if kind == "labelflip":
+            num_classes = data.meta.get("num_classes") or len(data.meta.get("vocab", ()))
+            if data.task == "regression" or num_classes < 2:
+                raise ValueError("labelflip needs a classification or next-token task")
+            data = dataclasses.replace(
+                data, clients=flip_client_labels(data.clients, attackers, num_classes))
+        else:
+            hooks = (UpdateAttack(attackers, kind, param),)
+        if aggregator != "mean":
+            per_round = clients_per_round_count(clients_per_round, len(data.clients))
+            robust = make_aggregator(aggregator)(1, True)
+            check_tolerance(robust, per_round, round(fraction * per_round))
+    extended = Extended(strategy, dp=dp, secure_agg=SecureAggregation() if secure_agg else None,
+                        compress=compress, aggregator=aggregator, fednova=fednova,
+                        client_hooks=hooks, seed=seed)
+    return extended, data
