@@ -166,6 +166,10 @@ def test_dropouts_and_stragglers_are_recorded():
     reasons = [reason for r in history for reason in r["dropped"].values()]
     assert any(x.startswith("dropout") for x in reasons)
     assert any(x.startswith("straggler") for x in reasons)
+    partial = make_sim(stragglers=0.5, straggler_policy="partial", clients_per_round=8).run()
+    fractions = [f for r in partial for f in r["partial"].values()]
+    assert fractions and all(0 <= f < 1 for f in fractions)
+    assert all(not r["dropped"] for r in partial)
     for r in history:
         assert r["num_ok"] + len(r["dropped"]) == r["num_sampled"]
         assert sorted(r["ok"] + list(r["dropped"])) == sorted(r["sampled"])

@@ -30,10 +30,12 @@ CHECKPOINT_NAME = "checkpoint.npz"
 class History:
     """Per-round records of a simulation, each a JSON-serialisable dict.
 
-    Every record has ``round``, ``status`` (``"ok"`` or ``"failed"``), ``sampled``, ``ok``,
-    ``dropped`` (client id → reason), ``num_sampled``, ``num_ok``, ``train_loss``,
-    ``bytes_up``, ``bytes_down`` and ``wall_time``; rounds that evaluate add ``test_loss``
-    (and ``test_accuracy``) and the federated ``fed_*`` metrics.
+    Every record has ``round``, ``status`` (``"ok"`` or ``"failed"``, then ``failure`` says
+    why), ``sampled``, ``ok``, ``dropped`` (client id → reason), ``partial`` (straggler id →
+    fraction of its work kept), ``num_sampled``, ``num_ok``, ``train_loss``, ``bytes_up``,
+    ``bytes_down`` (as transferred here: float64 deltas, the model's dtype down) and
+    ``wall_time``; rounds that evaluate add ``test_loss`` (and ``test_accuracy``) and the
+    federated ``fed_*`` metrics (see :func:`federated_summary`).
     """
 
     def __init__(self, records: Sequence[dict] = ()):
@@ -369,12 +371,15 @@ class Simulation:
         sampled = sample_clients(ids, per_round, self.seed, t)
         config = strategy.configure_fit(t)
         dropped: dict[str, str] = {}
+        partial: dict[str, float] = {}
         tasks = []
         for cid in sampled:
             reason, work = self._fate(t, cid)
             if reason is not None:
                 dropped[cid] = reason
                 continue
+            if work < 1.0:
+                partial[cid] = work
             tasks.append(FitIns(cid, t, int(self.seed), config.hooks, config.arrays,
                                 self.client_states_.get(cid, {}), work))
         bytes_down = sum(params.nbytes + ins.nbytes for ins in tasks)
@@ -408,6 +413,7 @@ class Simulation:
             "sampled": sampled,
             "ok": agg.client_ids,
             "dropped": dropped,
+            "partial": partial,
             "num_sampled": len(sampled),
             "num_ok": agg.count,
             "train_loss": _json_number(loss_sum / loss_weight) if loss_weight else None,
