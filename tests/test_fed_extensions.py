@@ -173,6 +173,7 @@ def test_from_options_builds_what_the_flags_say():
     np.testing.assert_array_equal(flipped.clients[0].y_test, data.clients[0].y_test)
     strategy, same = from_options(fed.FedAvg(), data, 8, aggregator="median", attack="scale:10:0.25")
     assert same is data and strategy.client_hooks[0].kind == "scale"
+    assert strategy.min_clients == 1 and Extended(fed.FedAvg(), aggregator="krum:2").min_clients == 7
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,12 @@ def test_rules_against_hand_computed_values():
     np.testing.assert_array_equal(clipped, [0])
 
 
+def test_min_clients():
+    assert Krum(D, num_byzantine=2).min_clients == 7
+    assert Krum(D, num_byzantine=1, num_selected=8).min_clients == 9
+    assert CoordinateMedian(D).min_clients == 1
+
+
 def test_tolerance_checks():
     with pytest.raises(ValueError, match="more than 2f \\+ 2"):
         krum_scores(np.zeros((6, 3)), 2)  # K = 6 <= 2·2 + 2

@@ -312,6 +312,12 @@ class Extended(Strategy):
     def get_params(self) -> dict:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
+    @property
+    def min_clients(self) -> int:
+        """The fewest valid updates a round needs here (Krum: ``2f + 3``); pass it to the
+        simulation's ``min_clients`` so a thin round fails cleanly instead of raising."""
+        return self._robust_factory(1, True).min_clients if self.aggregator != "mean" else 1
+
     def initialize(self, params: np.ndarray, num_clients: int) -> None:
         self.strategy.initialize(params, num_clients)
         self._size, self._num_clients = int(params.size), int(num_clients)

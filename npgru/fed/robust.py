@@ -171,6 +171,11 @@ class RobustAggregator:
         """How many attackers among ``num_clients`` the rule is designed to withstand."""
         raise NotImplementedError
 
+    @property
+    def min_clients(self) -> int:
+        """The fewest updates the rule can combine."""
+        return 1
+
 
 _NONE = np.zeros(0, dtype=np.int64)
 
@@ -222,6 +227,11 @@ class Krum(RobustAggregator):
                 f"clients per round, got {num_clients}"
             )
         return self.num_byzantine
+
+    @property
+    def min_clients(self):
+        """``K > 2f + 2`` (Blanchard et al. 2017) and ``m <= K − f`` for Multi-Krum."""
+        return max(2 * self.num_byzantine + 3, self.num_byzantine + self.num_selected)
 
 
 class NormBound(RobustAggregator):
