@@ -90,6 +90,18 @@ def test_a_masked_vector_looks_uniform(vectors):
     assert set(vars(server)) == {"ring", "threshold", "public_keys", "masked_sum", "received"}
 
 
+def test_masked_vectors_follow_the_uniform_chi_square_law():
+    # over many rounds the statistic of a masked constant vector has χ²(63)'s mean, 63 (sd 11.2)
+    ring = FixedPointRing.for_sum(6, 1.0, 16)
+    stats = []
+    for seed in range(40):
+        clients = {u: SecAggClient(u, np.random.default_rng([seed, u])) for u in range(6)}
+        keys = {u: c.public_key for u, c in clients.items()}
+        y = clients[0].masked_input(np.full(8192, 0.5), keys, ring)
+        stats.append(chi_square_uniform(y >> np.uint64(ring.bits - 6), 64))
+    assert abs(np.mean(stats) - 63) < 4 * 11.2 / math.sqrt(len(stats))
+
+
 def test_fixed_point_ring_extremes_do_not_wrap():
     ring = FixedPointRing.for_sum(num_clients=7, bound=2.5, frac_bits=12)
     for sign in (1.0, -1.0):
