@@ -48,6 +48,14 @@ def test_secure_aggregation_equals_the_plain_clipped_mean():
     assert all(r["bytes_up"] < r["num_ok"] * 8 * secure.model_.flat_params.size for r in history)
 
 
+def test_dp_on_a_secure_sum_equals_dp_on_the_plain_sum():
+    dp = DifferentialPrivacy(clip=1.0, noise_multiplier=0.5)
+    plain, _ = simulate(Extended(fed.FedYogi(), dp=dp))
+    secure, history = simulate(Extended(fed.FedYogi(), dp=dp, secure_agg=SecureAggregation(frac_bits=24)))
+    np.testing.assert_allclose(secure.model_.flat_params, plain.model_.flat_params, atol=1e-4)
+    assert history[-1]["epsilon"] > 0
+
+
 def test_secure_aggregation_survives_dropouts_after_masking():
     strategy = Extended(fed.FedAvg(), secure_agg=SecureAggregation(clip=1.0, dropout=0.3))
     sim, history = simulate(strategy, rounds=4)

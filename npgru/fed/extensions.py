@@ -197,7 +197,8 @@ class ClippedMean:
         """``(Σ clip(Δ_k) + N(0, (zC)²)) / K`` over the updates that reached the sum."""
         total = self._sum
         if self.secure is not None:
-            gone = np.flatnonzero(self.rng.random(self.count) < self.secure.dropout)
+            fate = np.random.default_rng(list(self.secure_seed)).random(self.count)
+            gone = np.flatnonzero(fate < self.secure.dropout)
             threshold = self.count // 2 + 1  # more drop-outs than K − t cannot be recovered
             gone = gone[: self.count - threshold]
             self.rejected = [int(i) for i in gone]
