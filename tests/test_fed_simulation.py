@@ -149,6 +149,15 @@ def test_a_result_that_cannot_cross_processes_is_dropped():
     assert record["ok"] == ["c0"] and record["dropped"]["c1unpicklable"].startswith("executor:")
 
 
+def test_a_client_whose_evaluation_fails_is_recorded():
+    clients = faulty_clients(["", ""])
+    clients[1].y_test = clients[1].y_test + 10  # class ids out of range
+    record = make_sim(data=clients, rounds=1, clients_per_round=2,
+                      test_data=(clients[0].x_test, clients[0].y_test)).run()[0]
+    assert list(record["fed_clients"]) == ["c0"]
+    assert record["fed_errors"]["c1"].startswith("raised ValueError")
+
+
 def test_too_few_valid_updates_leave_model_and_state_unchanged():
     clients = faulty_clients(["", "raise", "nan"])
     strategy = fed.FedAvgM(momentum=0.9)

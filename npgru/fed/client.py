@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -258,17 +259,32 @@ def local_update(model, data: ClientData, ins: FitIns, training: LocalTraining) 
     )
 
 
+def _generator_slots(module) -> list[tuple[object, str]]:
+    """(owner, attribute) of every generator in a module tree (dropout masks), found once."""
+    slots = _GENERATOR_SLOTS.get(module)
+    if slots is None:
+        slots, stack = [], [module]
+        while stack:
+            m = stack.pop()
+            slots += [(m, name) for name in sorted(vars(m))
+                      if isinstance(getattr(m, name), np.random.Generator)]
+            stack += list(getattr(m, "_children", {}).values())
+        _GENERATOR_SLOTS[module] = slots
+    return slots
+
+
+_GENERATOR_SLOTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def reseed_module(module, seq: np.random.SeedSequence) -> None:
     """Give every generator in a module tree (dropout masks) a fresh stream derived from ``seq``.
 
     A model's generators would otherwise carry state over from whichever client it trained
     before, making a client's masks depend on the executor's scheduling.
     """
-    for name in sorted(vars(module)):
-        if isinstance(getattr(module, name), np.random.Generator):
-            setattr(module, name, np.random.default_rng(seq.spawn(1)[0]))
-    for child in getattr(module, "_children", {}).values():
-        reseed_module(child, seq)
+    slots = _generator_slots(module)
+    for (owner, name), child in zip(slots, seq.spawn(len(slots)), strict=True):
+        setattr(owner, name, np.random.Generator(np.random.PCG64(child)))
 
 
 def run_fit(update: Callable, model, data: ClientData, params: np.ndarray, ins: FitIns,
@@ -309,16 +325,20 @@ def run_fit(update: Callable, model, data: ClientData, params: np.ndarray, ins: 
 
 @dataclass
 class EvalRes:
-    """One client's evaluation of the global model on its test split."""
+    """One client's evaluation of the global model on its test split (or why it failed)."""
 
     client_id: str
     num_examples: int
     metrics: dict
+    error: str | None = None
 
 
 def evaluate_client(model, data: ClientData, params: np.ndarray) -> EvalRes:
     """Evaluate ``params`` on ``data``'s test split (``model.evaluate``), in eval mode."""
     model.flat_params[...] = params
     model.eval()
-    metrics = model.evaluate(data.x_test, data.y_test, data.lengths_test)
+    try:
+        metrics = model.evaluate(data.x_test, data.y_test, data.lengths_test)
+    except Exception as e:  # noqa: BLE001 - one client's bad test data must not stop the run
+        return EvalRes(data.client_id, data.num_test, {}, f"raised {type(e).__name__}: {e}")
     return EvalRes(data.client_id, data.num_test, {k: float(v) for k, v in metrics.items()})

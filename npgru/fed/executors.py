@@ -42,7 +42,11 @@ class Executor:
         raise NotImplementedError
 
     def fit(self, params: np.ndarray, tasks: Sequence[FitIns]) -> Iterator[FitRes]:
-        """Run one local update per task from ``params``; yield results in task order."""
+        """Run one local update per task from ``params``; yield results in task order.
+
+        A result's arrays need only stay valid until the next result is requested (the
+        round loop consumes each at once), so an executor may reuse transfer buffers.
+        """
         raise NotImplementedError
 
     def evaluate(self, params: np.ndarray, client_ids: Sequence[str]) -> Iterator[EvalRes]:

@@ -47,7 +47,9 @@ def make_seed_sequence(seed: int, server_round: int, purpose: int,
 def make_rng(seed: int, server_round: int, purpose: int,
              client_id: str | None = None) -> np.random.Generator:
     """A generator over :func:`make_seed_sequence`'s stream (same parameters)."""
-    return np.random.default_rng(make_seed_sequence(seed, server_round, purpose, client_id))
+    # default_rng's generator, built directly: default_rng's own checks cost ~20 µs a call
+    return np.random.Generator(np.random.PCG64(make_seed_sequence(seed, server_round, purpose,
+                                                                  client_id)))
 
 
 def clients_per_round_count(clients_per_round: int | float, num_clients: int) -> int:

@@ -82,8 +82,12 @@ def check_result(res: FitRes, size: int) -> str | None:
         return f"invalid delta: expected a float array, got {type(delta).__name__}"
     if delta.shape != (size,):
         return f"wrong-size delta: shape {delta.shape}, expected ({size},)"
-    if not np.isfinite(delta).all():
-        return "non-finite delta (NaN or Inf)"
+    # One pass, no temporary: the sum is finite iff every entry is (barring overflow, which
+    # the exact check below tells apart).
+    if not np.isfinite(delta.sum()):
+        if not np.isfinite(delta).all():
+            return "non-finite delta (NaN or Inf)"
+        return "delta too large: its sum overflows"
     n = res.num_examples
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         return f"invalid num_examples {n!r}: expected a positive integer"
@@ -468,8 +472,12 @@ class Simulation:
         if self.federated_eval:
             ids = [c.client_id for c in clients if c.num_test]
             results = list(executor.evaluate(self.model_.flat_params, ids))
+            errors = {r.client_id: r.error for r in results if r.error is not None}
+            results = [r for r in results if r.error is None]
             if results:
                 out.update(federated_summary(results))
+            if errors:
+                out["fed_errors"] = errors
         return out
 
 
