@@ -85,6 +85,8 @@ def fit(model, X, y, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer
         bptt = check_positive_int("bptt", bptt)
     if patience is not None:
         patience = check_positive_int("patience", patience)
+    if clip_norm is not None and not clip_norm > 0:
+        raise ValueError(f"clip_norm must be positive, got {clip_norm!r}")
     optimizer = Adam(model) if optimizer is None else optimizer
     if getattr(optimizer, "params", None) is not model.flat_params:
         raise ValueError("optimizer must be built on this model (e.g. npgru.Adam(model))")
@@ -92,6 +94,7 @@ def fit(model, X, y, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer
     rng = np.random.default_rng(seed)
     n, T = X.shape[0], X.shape[1]
     windows = 1 if bptt is None else math.ceil(T / bptt)
+    # at most: with lengths, windows after every sequence of a batch has ended are skipped
     steps_per_epoch = math.ceil(n / batch_size) * windows
     history: dict[str, list] = {}
     last_good = model.flat_params.copy()
@@ -106,7 +109,7 @@ def fit(model, X, y, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer
                 for batch in _windows(model, X[idx], y[idx], ln, bptt):
                     step += 1
                     loss, metrics = _step(model, optimizer, clip_norm, batch, last_good,
-                                          f"epoch {epoch}, step {step} of {steps_per_epoch}")
+                                          f"epoch {epoch}, step {step}")
                     w = model.batch_weight(batch[1], batch[2])
                     for k, v in {"loss": loss, **metrics}.items():
                         totals[k] = totals.get(k, 0.0) + w * v
