@@ -135,6 +135,33 @@ def child_speedup(repeats: int) -> dict:
     }
 
 
+def _burn(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def child_calibrate(repeats: int) -> dict:
+    """How much two processes can gain here now: perfectly parallel work, 1 vs 2 processes.
+
+    On a shared machine other jobs take cores; this puts the executor's speed-up in context.
+    """
+    import multiprocessing as mp
+
+    n, ratios = 3_000_000, []
+    with mp.get_context("fork").Pool(2) as pool:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            _burn(n), _burn(n)
+            one = time.perf_counter() - start
+            start = time.perf_counter()
+            pool.map(_burn, [n, n])
+            ratios.append(one / (time.perf_counter() - start))
+    return {"ideal_speedup": statistics.median(ratios), "all": ratios,
+            "load_average": os.getloadavg()}
+
+
 def child_blas() -> dict:
     try:
         import numpy  # noqa: F401 - loads the BLAS that threadpool_info reports
@@ -208,6 +235,13 @@ def markdown(results: dict) -> str:
         f"{json.dumps({k: [round(t, 2) for t in v] for k, v in gru['times'].items()})}). "
         f"Same final model bit for bit from all three: {gru['bit_identical']}.",
         "",
+        "What two processes could gain on this machine at the time (perfectly parallel "
+        "pure-Python work, 2 processes vs 1, median): "
+        f"{results['calibration_before']['ideal_speedup']:.2f}× before and "
+        f"{results['calibration_after']['ideal_speedup']:.2f}× after the GRU runs (load "
+        f"average {results['calibration_before']['load_average'][0]:.1f} → "
+        f"{results['calibration_after']['load_average'][0]:.1f} on {results['cpus']} CPUs).",
+        "",
         "## Targets (issue 5)",
         "",
         f"- ≤ {TARGETS['overhead_ms']} ms overhead per client-round: {mark[ok['overhead_ms']]}",
@@ -229,6 +263,7 @@ def main() -> None:
         kind, *rest = args.child
         result = {"overhead": lambda: child_overhead(rest[0], int(rest[1])),
                   "speedup": lambda: child_speedup(int(rest[0])),
+                  "calibrate": lambda: child_calibrate(int(rest[0])),
                   "blas": child_blas}[kind]()
         print(json.dumps(result))
         return
@@ -240,7 +275,9 @@ def main() -> None:
         "env_removed": {k: os.environ[k] for k in _UNSET if k in os.environ},
         "blas": in_child("blas"),
         "overhead": {e: in_child("overhead", e, str(repeats)) for e in ("serial", "process")},
+        "calibration_before": in_child("calibrate", str(repeats)),
         "gru_clients": in_child("speedup", str(repeats)),
+        "calibration_after": in_child("calibrate", str(repeats)),
         "targets": TARGETS,
     }
     results["targets_met"] = verdicts(results)

@@ -66,7 +66,7 @@ def test_the_initial_model_is_not_modified():
     np.testing.assert_array_equal(model.flat_params, before)
 
 
-def test_history_records_and_json():
+def test_history_records_and_json(tmp_path):
     sim = make_sim(rounds=2, clients_per_round=0.5)
     history = sim.run()
     assert len(history) == 2 and history[0]["round"] == 1
@@ -81,6 +81,9 @@ def test_history_records_and_json():
     assert len(r["fed_clients"]) == 8
     again = fed.History.from_json(history.to_json())
     assert again.records == json.loads(json.dumps(history.records))
+    path = tmp_path / "history.json"
+    history.to_json(str(path))
+    assert fed.History.from_json(path.read_text()).records == again.records
     assert history.series("round") == [1, 2]
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .._atomic import write_atomic
 from ..datasets.base import ClientData, FederatedData
 from .checkpoint import load_checkpoint, save_checkpoint
 from .client import FitIns, FitRes, LocalTraining, local_update
@@ -55,11 +56,10 @@ class History:
         return [r.get(key) for r in self.records]
 
     def to_json(self, path: str | None = None) -> str:
-        """The records as JSON text, also written to ``path`` if given."""
+        """The records as JSON text, also written to ``path`` (atomically) if given."""
         text = json.dumps(self.records, indent=1)
         if path is not None:
-            with open(path, "w") as f:
-                f.write(text)
+            write_atomic(path, lambda f: f.write(text.encode()))
         return text
 
     @classmethod
