@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 
 import numpy as np
 import pytest
 
+import npgru
 from npgru import fed
 from npgru.datasets import ClientData
 from npgru.fed.checkpoint import load_checkpoint
@@ -285,3 +287,45 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
     full.run()
     np.testing.assert_array_equal(resumed.model_.flat_params, full.model_.flat_params)
     assert comparable(resumed.history_) == comparable(full.history_)
+
+
+# -- the executor interface and memory ----------------------------------------------------------
+class ReversedExecutor(fed.SerialExecutor):
+    """Runs a round's clients last to first, as a parallel executor might finish them."""
+
+    def fit(self, params, tasks):
+        results = list(super().fit(params, list(tasks)[::-1]))
+        yield from results[::-1]
+
+
+def test_a_custom_executor_plugs_in_and_order_of_work_does_not_matter():
+    ref = make_sim(fed.FedAdam(), dropout=0.2)
+    ref.run()
+    custom = make_sim(fed.FedAdam(), dropout=0.2, executor=ReversedExecutor())
+    custom.run()
+    np.testing.assert_array_equal(custom.model_.flat_params, ref.model_.flat_params)
+
+
+def fresh_delta_update(model, data, ins, training):
+    """A model-sized delta allocated per client, as real clients send."""
+    return fed.FitRes(ins.client_id, np.full(model.num_params, 1e-3), data.num_train)
+
+
+def round_peak_bytes(num_clients: int) -> int:
+    base = classification_data(num_clients=4).clients[0]
+    clients = [ClientData(f"c{k}", base.x_train, base.y_train, base.x_test, base.y_test)
+               for k in range(num_clients)]
+    model = npgru.SequenceRegressor(3, 64, seed=0)
+    sim = fed.Simulation(model, clients, rounds=1, clients_per_round=num_clients,
+                         local_update=fresh_delta_update, eval_every=0)
+    tracemalloc.start()
+    sim.run()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_aggregation_memory_does_not_grow_with_the_number_of_clients():
+    model_bytes = npgru.SequenceRegressor(3, 64).num_params * 8
+    few, many = round_peak_bytes(4), round_peak_bytes(64)
+    assert many - few < 2 * model_bytes  # 60 more deltas would be 60 × model_bytes
