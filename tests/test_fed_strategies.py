@@ -184,7 +184,10 @@ def test_strategy_state_round_trips_and_rejects_mismatches():
 
 
 @pytest.mark.parametrize("strategy,match", [(fed.FedAvg(server_lr=-1.0), "server_lr"),
-                                            (fed.FedAdam(tau=0.0), "tau")])
+                                            (fed.FedAdam(tau=0.0), "tau"),
+                                            (fed.FedYogi(beta2=1.0), "beta2"),
+                                            (fed.FedAvgM(momentum=-0.1), "momentum"),
+                                            (fed.FedProx(mu=-1.0), "mu")])
 def test_bad_strategy_settings_raise(strategy, match):
     with pytest.raises(ValueError, match=match):
         strategy.initialize(np.zeros(3), 1)

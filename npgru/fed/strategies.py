@@ -108,11 +108,15 @@ class Strategy:
     # -- lifecycle ------------------------------------------------------------------------
     def initialize(self, params: np.ndarray, num_clients: int) -> None:
         """Reset the server state for a model of ``params.size`` parameters."""
-        if not (np.isfinite(self.server_lr) and self.server_lr > 0):
-            raise ValueError(f"server_lr must be positive, got {self.server_lr!r}")
+        self._check_params()
         self._size = int(params.size)
         self._num_clients = int(num_clients)
         self._state = {name: self._initial_state(name) for name in self.state_names}
+
+    def _check_params(self) -> None:
+        """Raise ``ValueError`` on settings outside their ranges (called by initialize)."""
+        if not (np.isfinite(self.server_lr) and self.server_lr > 0):
+            raise ValueError(f"server_lr must be positive, got {self.server_lr!r}")
 
     def _initial_state(self, name: str) -> np.ndarray:
         return np.zeros(self._size, dtype=np.float64)
@@ -157,6 +161,11 @@ class Strategy:
             self._state[name] = np.array(v, dtype=np.float64)
 
 
+def _check_unit(name: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
+
+
 class FedAvg(Strategy):
     """Federated averaging (McMahan et al. 2017): θ ← θ + η_s Σ w_k Δ_k."""
 
@@ -178,6 +187,10 @@ class FedAvgM(Strategy):
         super().__init__(**kwargs)
         self.momentum = momentum
 
+    def _check_params(self):
+        super()._check_params()
+        _check_unit("momentum", self.momentum)
+
     def server_update(self, x, delta, agg):
         v = self._state["momentum"]
         v *= self.momentum
@@ -195,9 +208,14 @@ class _FedOpt(Strategy):
         super().__init__(server_lr=server_lr, **kwargs)
         self.beta1, self.beta2, self.tau = beta1, beta2, tau
 
-    def _initial_state(self, name):
-        if not self.tau > 0:
+    def _check_params(self):
+        super()._check_params()
+        _check_unit("beta1", self.beta1)
+        _check_unit("beta2", self.beta2)
+        if not (np.isfinite(self.tau) and self.tau > 0):
             raise ValueError(f"tau must be positive, got {self.tau!r}")
+
+    def _initial_state(self, name):
         # v_{-1} = τ² (the paper's "v_{-1} ≥ τ²"); m_{-1} = 0.
         return np.full(self._size, self.tau**2 if name == "v" else 0.0)
 
@@ -271,9 +289,12 @@ class FedProx(Strategy):
         super().__init__(**kwargs)
         self.mu = mu
 
-    def configure_fit(self, server_round):
+    def _check_params(self):
+        super()._check_params()
         if not (np.isfinite(self.mu) and self.mu >= 0):
             raise ValueError(f"mu must be non-negative, got {self.mu!r}")
+
+    def configure_fit(self, server_round):
         return FitConfig(hooks=(ProximalTerm(self.mu),))
 
 
