@@ -35,6 +35,8 @@ def faulty_update(model, data, ins, training):
         res.delta[0] = np.nan
     elif cid.endswith("wrong"):
         res.delta = res.delta[:-1]
+    elif cid.endswith("impostor"):
+        res.client_id = "c0"
     elif cid.endswith("unpicklable"):
         res.metrics["callback"] = lambda: None
     elif cid.endswith("slow"):

@@ -122,15 +122,16 @@ def faulty_clients(kinds):
 
 @pytest.mark.parametrize("executor", ["serial", "process"])
 def test_bad_clients_are_dropped_and_the_model_is_not_corrupted(executor):
-    clients = faulty_clients(["", "raise", "nan", "wrong", ""])
+    clients = faulty_clients(["", "raise", "nan", "wrong", "", "impostor"])
     good = [c for c in clients if c.client_id in ("c0", "c4")]
-    sim = make_sim(data=clients, clients_per_round=5, local_update=faulty_update,
+    sim = make_sim(data=clients, clients_per_round=6, local_update=faulty_update,
                    executor=executor, workers=2, rounds=2)
     history = sim.run()
     dropped = history[0]["dropped"]
     assert dropped["c1raise"].startswith("raised RuntimeError: boom")
     assert dropped["c2nan"].startswith("non-finite delta")
     assert dropped["c3wrong"].startswith("wrong-size delta")
+    assert dropped["c5impostor"].startswith("invalid result")
     assert history[0]["ok"] == ["c0", "c4"] and history[0]["status"] == "ok"
     # exactly the model that the good clients alone produce
     ref = make_sim(data=good, clients_per_round=2, rounds=2)

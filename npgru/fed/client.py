@@ -319,6 +319,11 @@ def run_fit(update: Callable, model, data: ClientData, params: np.ndarray, ins: 
             client_id=ins.client_id,
             error=f"invalid result: local update returned {type(res).__name__}, expected FitRes",
         )
+    if res.client_id != ins.client_id:
+        return FitRes(
+            client_id=ins.client_id,
+            error=f"invalid result: it names client {res.client_id!r}",
+        )
     res.metrics.setdefault("fit_time", elapsed)
     return res
 
