@@ -1,0 +1,167 @@
+"""A Ray executor: local updates on Ray actors, on one machine or across a cluster.
+
+The clients' data is put into Ray's object store once, when the executor starts; every actor
+(one CPU each) builds its own model from the template and reads the data from its node's object
+store without copying the arrays. Each round the global parameter vector is put once, and every
+instruction goes to whichever actor is idle. Results are handed to the round loop **in task
+order** (buffered when they finish out of order), so the global model is bit-identical to the
+serial executor's, whatever the cluster's size or timing.
+
+A worker process that dies (a lost node, an out-of-memory kill) is restarted by Ray and its
+task run again: a local update is a deterministic function of its inputs, so the repeated
+result is the same. A client whose update still cannot complete is returned as a failed
+:class:`~npgru.fed.client.FitRes` and dropped from the round like any failing client.
+
+Ray is an optional extra (``pip install npgru[ray]``), imported when the executor starts.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .client import EvalRes, FitIns, FitRes, evaluate_client, run_fit
+from .executors import Executor, clone_model
+
+#: how often Ray restarts a lost actor and re-runs its task before the client counts as failed
+MAX_RETRIES = 2
+
+
+class _Worker:
+    """Ray actor body: one model instance and a view of every client's data."""
+
+    def __init__(self, model, clients, training, update) -> None:
+        try:  # one BLAS thread per actor: the actors are the parallelism
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(1)
+        except ImportError:
+            pass
+        self.model = clone_model(model)
+        self.clients = {c.client_id: c for c in clients}
+        self.training, self.update = training, update
+
+    def fit(self, params: np.ndarray, ins: FitIns) -> FitRes:
+        return run_fit(self.update, self.model, self.clients[ins.client_id], params, ins,
+                       self.training)
+
+    def evaluate(self, params: np.ndarray, client_id: str) -> EvalRes:
+        return evaluate_client(self.model, self.clients[client_id], params)
+
+
+class RayExecutor(Executor):
+    """Runs clients on Ray actors: a local Ray, or an existing cluster given by ``address``.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Number of actors, one CPU each (default: every CPU the Ray cluster has).
+    address : str, optional
+        Join an existing Ray cluster: ``"auto"`` (the cluster this machine belongs to, e.g.
+        after ``ray start``) or ``"ray://<head>:10001"`` (Ray Client, from outside the
+        cluster). Omitted: start a local Ray instance, or use the one already initialised in
+        this process.
+    num_cpus : int, optional
+        CPUs of a local Ray instance that this executor starts (default: all of them).
+    init_kwargs : dict, optional
+        Further arguments for ``ray.init`` (for example ``runtime_env``).
+
+    Notes
+    -----
+    Ray is shut down by :meth:`close` only if this executor started it. Every node needs
+    npgru (and the model's module) importable, at the driver's version.
+    """
+
+    def __init__(self, workers: int | None = None, address: str | None = None,
+                 num_cpus: int | None = None, init_kwargs: dict | None = None) -> None:
+        self.workers = workers
+        self.address = address
+        self.num_cpus = num_cpus
+        self.init_kwargs = init_kwargs
+
+    def start(self, model, clients, training, update) -> None:
+        ray = _import_ray()
+        if self.workers is not None and (isinstance(self.workers, bool)
+                                         or not isinstance(self.workers, int) or self.workers < 1):
+            raise ValueError(f"workers must be a positive int, got {self.workers!r}")
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            ray.init(address=self.address, num_cpus=self.num_cpus, include_dashboard=False,
+                     **(self.init_kwargs or {}))
+        workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        clients_ref = ray.put(list(clients))  # once; actors on a node share its copy
+        actor = ray.remote(num_cpus=1, max_restarts=MAX_RETRIES,
+                           max_task_retries=MAX_RETRIES)(_Worker)
+        self._ray = ray
+        self._new_actor = lambda: actor.remote(model, clients_ref, training, update)
+        self._actors = [self._new_actor() for _ in range(workers)]
+
+    def fit(self, params, tasks) -> Iterator[FitRes]:
+        def failed(ins: FitIns, error: Exception) -> FitRes:
+            return FitRes(client_id=ins.client_id,
+                          error=f"Ray worker lost: {type(error).__name__}: {error}")
+
+        yield from self._in_order("fit", params, tasks, failed)
+
+    def evaluate(self, params, client_ids) -> Iterator[EvalRes]:
+        yield from self._in_order("evaluate", params, client_ids, None)
+
+    def _in_order(self, method: str, params: np.ndarray, items: Sequence,
+                  on_error) -> Iterator[Any]:
+        """Run ``actor.<method>(params, item)`` on idle actors; yield results in item order."""
+        ray = self._ray
+        params_ref = ray.put(np.ascontiguousarray(params))  # once per round, not per task
+        pending = deque(enumerate(items))
+        idle = list(self._actors)
+        running: dict = {}  # object ref -> (item index, actor)
+        finished: dict[int, Any] = {}
+        next_index = 0
+        while next_index < len(items):
+            while idle and pending:
+                i, item = pending.popleft()
+                worker = idle.pop()
+                running[getattr(worker, method).remote(params_ref, item)] = (i, worker)
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                i, worker = running.pop(ref)
+                try:
+                    finished[i] = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    if on_error is None:
+                        raise
+                    finished[i] = on_error(items[i], e)
+                    if isinstance(e, ray.exceptions.RayActorError):
+                        worker = self._replace(worker)  # out of restarts: a fresh one
+                idle.append(worker)
+            while next_index in finished:
+                yield finished.pop(next_index)
+                next_index += 1
+
+    def _replace(self, dead) -> Any:
+        fresh = self._new_actor()
+        self._actors[self._actors.index(dead)] = fresh
+        return fresh
+
+    def close(self) -> None:
+        ray = getattr(self, "_ray", None)
+        if ray is None:
+            return
+        for worker in self._actors:
+            ray.kill(worker)
+        self._actors, self._new_actor = [], None
+        if self._owns_ray:
+            ray.shutdown()
+        self._ray = None
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError(
+            "RayExecutor needs Ray: pip install npgru[ray] (or pip install 'ray>=2.10')"
+        ) from e
+    return ray
