@@ -12,6 +12,7 @@ from .io import from_torch_state_dict, load, save, to_torch_state_dict
 from .layers import Dropout, Embedding, Linear
 from .models import CharLM, SequenceClassifier, SequenceRegressor
 from .module import Module
+from .onnx_export import export_onnx
 from .optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR, clip_grad_norm
 from .train import fit
 
@@ -33,6 +34,7 @@ __all__ = [
     "StateError",
     "StepLR",
     "clip_grad_norm",
+    "export_onnx",
     "fed",
     "fit",
     "from_torch_state_dict",
