@@ -7,9 +7,10 @@ import builtins
 import numpy as np
 import pytest
 
+from npgru import export_onnx
 from npgru.gru import GRU
 from npgru.models import CharLM, SequenceClassifier, SequenceRegressor
-from npgru.onnx_export import export_onnx, onnx_gru_weights
+from npgru.onnx_export import onnx_gru_weights
 
 from .conftest import require
 
