@@ -56,17 +56,22 @@ def get_backend() -> str:
     return "numba" if numba_available() else "numpy"
 
 
+_modules: dict[str, ModuleType] = {}  # imported once: kernels() runs on every forward/step
+
+
 def kernels() -> ModuleType:
     """The module holding the active backend's kernels: :mod:`npgru._numba_kernels` or the
     NumPy twins in :mod:`npgru.kernels`. The Numba module is imported on first use only;
     its functions compile on their first call (and load from the on-disk cache after that)."""
-    if get_backend() == "numba":
-        from . import _numba_kernels
-
-        return _numba_kernels
-    from . import kernels as numpy_kernels
-
-    return numpy_kernels
+    name = get_backend()
+    mod = _modules.get(name)
+    if mod is None:
+        if name == "numba":
+            from . import _numba_kernels as mod
+        else:
+            from . import kernels as mod
+        _modules[name] = mod
+    return mod
 
 
 _requested = _parse(os.environ.get("NPGRU_BACKEND"))

@@ -49,12 +49,16 @@ def _use_seq_kernel(K, B: int, H: int) -> bool:
     return getattr(K, "COMPILED", False) and B * H * 3 * H <= SEQ_KERNEL_MAX_MACS
 
 
-def _float_dtype(*arrays) -> np.dtype:
-    dt = np.result_type(*[a.dtype for a in arrays])
+def _float_dtype(**arrays) -> np.dtype:
+    """The common dtype the kernels will run in: float32 or float64 (integers → float64)."""
+    for name, a in arrays.items():
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    dt = np.result_type(*[a.dtype for a in arrays.values()])
     if dt.kind in "biu":
         return np.dtype(np.float64)
     if dt not in (np.float32, np.float64):
-        raise TypeError(f"gru arrays must be float32 or float64, got {dt}")
+        raise TypeError(f"x and the weights must be float32 or float64, got {dt}")
     return dt
 
 
@@ -111,7 +115,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, mask=None, variant="tor
         raise ValueError("b_ih and b_hh must both be given or both be None")
     T, B, D = x.shape
     H = w_hh.shape[1]
-    dt = _float_dtype(x, w_ih, w_hh)
+    dt = _float_dtype(x=x, w_ih=w_ih, w_hh=w_hh)
     x = _arr("x", x, dt, (T, B, D))
     w_ih = _arr("w_ih", w_ih, dt, (3 * H, D))
     w_hh = _arr("w_hh", w_hh, dt, (3 * H, H))
@@ -302,6 +306,7 @@ class GRU(Module):
             values[name] = init_rng.uniform(-k, k, size=shape)
         self._init_params(values, dtype)
         self._cache = None
+        self._stream = None  # GRU.step's scratch, built on its first call
 
     @property
     def num_directions(self) -> int:
@@ -504,48 +509,50 @@ class GRU(Module):
         elif not (type(h) is np.ndarray and h.dtype == dt and h.flags.c_contiguous):
             h = as_real_array("h", h, dt, ndim=3)
         check_shape("h", h, (L, B, H))
-        if not (np.isfinite(x).all() and np.isfinite(h).all()):
-            raise ValueError("x and h must be finite (no NaN or Inf)")
         if out is None:
             out = np.empty((L, B, H), dtype=dt)
         else:
             if not (type(out) is np.ndarray and out.dtype == dt and out.flags.c_contiguous):
                 raise TypeError(f"out must be a C-contiguous {dt} ndarray of shape {(L, B, H)}")
             check_shape("out", out, (L, B, H))
-        work, hbuf, weights, cell = self._stream_state(B)
-        in_place = np.may_share_memory(out, h)
-        inp = x
-        for k in range(L):
-            # when out is h, layer k must still read the old h[k]: compute into a buffer
-            dst = hbuf if in_place else out[k]
-            cell(inp, h[k], *weights[k], dst, work)
-            if in_place:
-                out[k] = dst
-            inp = out[k]
+        K = _backend.kernels()
+        st = getattr(self, "_stream", None)
+        if st is None or st[0] != B or st[1] is not self.params or st[2] is not K:
+            st = self._stream_state(B, K)
+        _, _, _, kernel, offs, zeros, classic, work, hbuf = st
+        if not kernel(x, h, self.flat_params, offs, zeros, classic, out, work, hbuf):
+            raise ValueError("x and h must be finite (no NaN or Inf)")
         return out
 
-    def _stream_state(self, B: int):
-        """Scratch buffers, per-layer weights and the cell kernel for :meth:`step`, reused
-        while the batch size, the parameter views and the backend stay the same."""
-        K = _backend.kernels()
-        key = (B, id(self.params), K.__name__)
-        st = getattr(self, "_stream", None)
-        if st is not None and st[0] == key and st[1] is self.params:
-            return st[2]
-        H, dt = self.hidden_size, self.dtype
-        zeros = np.zeros(3 * H, dtype=dt)
-        weights = []
+    def _stream_state(self, B: int, K) -> tuple:
+        """Scratch buffers, parameter offsets and the kernel for :meth:`step`, kept while the
+        batch size, the parameter views (``params`` is rebound when a model adopts the layer)
+        and the backend stay the same. The kernel reads the weights from ``flat_params`` at
+        these offsets, so in-place updates (optimizers, ``load_state_dict``) are seen."""
+        H, dt, flat = self.hidden_size, self.dtype, self.flat_params
+        base = flat.__array_interface__["data"][0]
+
+        def offset(p) -> int:
+            if p is None:
+                return -1
+            off, rem = divmod(p.__array_interface__["data"][0] - base, dt.itemsize)
+            # the kernels index flat_params directly: check the view really lies inside it
+            if rem or not (0 <= off and off + p.size <= flat.size and p.flags.c_contiguous):
+                raise RuntimeError("GRU parameters are not contiguous views into flat_params")
+            return off
+
+        offs = np.empty((self.num_layers, 5), dtype=np.int64)
         for k in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = self._layer_params(f"_l{k}")
-            weights.append((w_ih, w_hh, zeros if b_ih is None else b_ih, zeros if b_hh is None else b_hh))
-        # the compiled cells multiply with loops: right for small shapes; BLAS for big ones
+            offs[k] = [offset(w_ih), offset(w_hh), offset(b_ih), offset(b_hh), w_ih.shape[1]]
+        # the compiled kernel multiplies with loops: right for small shapes; BLAS for big ones
         D = max(self.input_size, H)
         small = getattr(K, "COMPILED", False) and B * 3 * H * (D + H) <= 2 * SEQ_KERNEL_MAX_MACS
-        cells = K if small else _numpy_kernels
-        cell = cells.torch_cell if self.variant == "torch" else cells.classic_cell
-        state = (np.empty((3, B, 3 * H), dtype=dt), np.empty((B, H), dtype=dt), weights, cell)
-        self._stream = (key, self.params, state)
-        return state
+        kernel = (K if small else _numpy_kernels).stream_step
+        self._stream = (B, self.params, K, kernel, offs, np.zeros(3 * H, dtype=dt),
+                        self.variant == "classic", np.empty((3, B, 3 * H), dtype=dt),
+                        np.empty((B, H), dtype=dt))
+        return self._stream
 
     __call__ = forward
 

@@ -1,0 +1,377 @@
+"""The Numba kernels against their NumPy twins, on the same inputs; dispatch; boundary checks.
+
+Tolerances: float64 within 1e-12, float32 within 1e-5 (relative, with the same absolute floor).
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import npgru
+from npgru import _backend, gru
+from npgru import kernels as NK
+
+from .conftest import require
+
+TOL = {np.float64: 1e-12, np.float32: 1e-5}
+DTYPES = (np.float64, np.float32)
+
+
+@pytest.fixture(scope="module")
+def NB():
+    require("numba")
+    from npgru import _numba_kernels
+
+    return _numba_kernels
+
+
+def close(a, b, dtype):
+    tol = TOL[dtype]
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def rand(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+def step_inputs(rng, dtype, B=5, H=7, masked=True, bias=True):
+    """Random pre-activations, states and gates in their ranges; a mask with zeros and ones."""
+    gates = rng.uniform(0.05, 0.95, (B, 3 * H)).astype(dtype)
+    gates[:, 2 * H :] = rng.uniform(-0.95, 0.95, (B, H))
+    return dict(
+        gi=rand(rng, (B, 3 * H), dtype, 2.0),
+        gh=rand(rng, (B, 3 * H), dtype, 2.0),
+        b_hh=rand(rng, (3 * H,), dtype) if bias else np.zeros(3 * H, dtype),
+        h_prev=rand(rng, (B, H), dtype),
+        m=(rng.random(B) < 0.6).astype(dtype) if masked else None,
+        gates=gates,
+        hn=rand(rng, (B, H), dtype),
+        dmm=rand(rng, (B, H), dtype),
+        ddir=rand(rng, (B, H), dtype),
+        dout=rand(rng, (B, H), dtype),
+        drh=rand(rng, (B, H), dtype),
+    )
+
+
+def both(fn_np, fn_nb, make_args, dtype):
+    """Run both kernels on fresh copies of the same arguments; compare every array argument."""
+    a_np, a_nb = make_args(), make_args()
+    r_np, r_nb = fn_np(*a_np), fn_nb(*a_nb)
+    for x, y in zip(a_np, a_nb, strict=True):
+        if isinstance(x, np.ndarray):
+            close(y, x, dtype)
+    if r_np is not None:
+        close(r_nb, r_np, dtype)
+
+
+CASES = list(itertools.product(DTYPES, (False, True), (False, True)))  # dtype, masked, bias
+
+
+# ---------------------------------------------------------------------------------------
+# per-step kernels
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype,masked,bias", CASES)
+def test_step_kernels_match_twins(NB, dtype, masked, bias):
+    rng = np.random.default_rng(0)
+    v = step_inputs(rng, dtype, masked=masked, bias=bias)
+    B, H = v["h_prev"].shape
+
+    def c(name):
+        return v[name].copy() if v[name] is not None else None
+
+    def empty(*shape):
+        return np.zeros(shape, dtype)
+
+    both(NK.torch_step_forward, NB.torch_step_forward,
+         lambda: (c("gi"), c("gh"), c("b_hh"), c("h_prev"), c("m"), empty(B, H),
+                  empty(B, 3 * H), empty(B, H)), dtype)
+    both(NK.torch_step_backward, NB.torch_step_backward,
+         lambda: (c("dmm"), c("ddir"), c("dout"), c("gates"), c("hn"), c("h_prev"), c("m"),
+                  empty(B, 3 * H), empty(B, 3 * H)), dtype)
+    both(NK.classic_step_gates, NB.classic_step_gates,
+         lambda: (c("gi"), c("gh")[:, : 2 * H].copy(), c("b_hh"), c("h_prev"), c("gates"),
+                  empty(B, H)), dtype)
+    both(NK.classic_step_forward, NB.classic_step_forward,
+         lambda: (c("gi"), c("hn"), c("b_hh"), c("h_prev"), c("m"), empty(B, H), c("gates")),
+         dtype)
+    both(NK.classic_step_backward, NB.classic_step_backward,
+         lambda: (c("dmm"), c("ddir"), c("dout"), c("gates"), c("h_prev"), c("m"),
+                  empty(B, 3 * H)), dtype)
+    both(NK.classic_step_backward_reset, NB.classic_step_backward_reset,
+         lambda: (c("drh"), c("gates"), c("h_prev"), empty(B, 3 * H), c("ddir")), dtype)
+
+
+def test_finished_sequences_keep_their_state(NB):
+    rng = np.random.default_rng(1)
+    v = step_inputs(rng, np.float64)
+    m = np.array([1.0, 0.0, 1.0, 0.0, 0.0])
+    h = np.empty_like(v["h_prev"])
+    g = np.empty((5, 21))
+    NB.torch_step_forward(v["gi"], v["gh"], v["b_hh"], v["h_prev"], m, h, g, np.empty_like(h))
+    np.testing.assert_array_equal(h[m == 0], v["h_prev"][m == 0])
+
+
+# ---------------------------------------------------------------------------------------
+# whole-sequence kernels and cells
+# ---------------------------------------------------------------------------------------
+def seq_inputs(rng, dtype, T=6, B=4, H=5, masked=True, bias=True):
+    mask = None
+    if masked:
+        lengths = np.array([T, 1, 3, T - 1][:B])
+        mask = (np.arange(T)[:, None] < lengths[None, :]).astype(dtype)
+    return dict(
+        gi=rand(rng, (T, B, 3 * H), dtype),
+        w_hh=rand(rng, (3 * H, H), dtype, 0.5),
+        b_hh=rand(rng, (3 * H,), dtype) if bias else np.zeros(3 * H, dtype),
+        mask=mask,
+        h0=rand(rng, (B, H), dtype),
+        dout=rand(rng, (T, B, H), dtype),
+        dh_n=rand(rng, (B, H), dtype),
+    )
+
+
+@pytest.mark.parametrize("variant", ["torch", "classic"])
+@pytest.mark.parametrize("dtype,masked,bias", CASES)
+def test_sequence_kernels_match_twins(NB, variant, dtype, masked, bias):
+    v = seq_inputs(np.random.default_rng(2), dtype, masked=masked, bias=bias)
+    T, B, H3 = v["gi"].shape
+    H = H3 // 3
+    results = []
+    for K in (NK, NB):
+        hs = np.zeros((T + 1, B, H), dtype)
+        hs[0] = v["h0"]
+        gates, hid = np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, H), dtype)
+        fwd = getattr(K, f"{variant}_seq_forward")
+        fwd(v["gi"], v["w_hh"], v["b_hh"], v["mask"], hs, gates, hid)
+        dgi, dgh = np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, 3 * H), dtype)
+        bwd = getattr(K, f"{variant}_seq_backward")
+        dh0 = bwd(v["dout"], v["dh_n"], gates, hid, hs, v["mask"], v["w_hh"], dgi, dgh)
+        results.append((hs, gates, hid, dgi, dgh if variant == "torch" else dgi, dh0))
+    for a, b in zip(*results, strict=True):
+        close(b, a, dtype)
+
+
+@pytest.mark.parametrize("variant", ["torch", "classic"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_loop_driver_with_compiled_steps_matches_twin(NB, variant, dtype):
+    """The large-shape path: Python time loop, BLAS GEMMs, compiled step kernels."""
+    v = seq_inputs(np.random.default_rng(3), dtype)
+    T, B, H3 = v["gi"].shape
+    H = H3 // 3
+    outs = []
+    for K in (NK, NB):
+        hs = np.zeros((T + 1, B, H), dtype)
+        hs[0] = v["h0"]
+        gates, hid = np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, H), dtype)
+        getattr(NK, f"{variant}_forward_loop")(K, v["gi"], v["w_hh"], v["b_hh"], v["mask"], hs,
+                                               gates, hid)
+        dgi, dgh = np.zeros_like(gates), np.zeros_like(gates)
+        dh0 = getattr(NK, f"{variant}_backward_loop")(K, v["dout"], v["dh_n"], gates, hid, hs,
+                                                      v["mask"], v["w_hh"], dgi, dgh)
+        outs.append((hs, gates, dgi, dh0))
+    for a, b in zip(*outs, strict=True):
+        close(b, a, dtype)
+
+
+@pytest.mark.parametrize("variant", ["torch", "classic"])
+@pytest.mark.parametrize("dtype,bias", [(d, b) for d in DTYPES for b in (False, True)])
+def test_cells_match_twins(NB, variant, dtype, bias):
+    rng = np.random.default_rng(4)
+    B, D, H = 3, 4, 6
+    args = (rand(rng, (B, D), dtype), rand(rng, (B, H), dtype), rand(rng, (3 * H, D), dtype),
+            rand(rng, (3 * H, H), dtype),
+            rand(rng, (3 * H,), dtype) if bias else np.zeros(3 * H, dtype),
+            rand(rng, (3 * H,), dtype) if bias else np.zeros(3 * H, dtype))
+    hs = []
+    for K in (NK, NB):
+        h = np.zeros((B, H), dtype)
+        getattr(K, f"{variant}_cell")(*args, h, np.zeros((3, B, 3 * H), dtype))
+        hs.append(h)
+    close(hs[1], hs[0], dtype)
+
+
+@pytest.mark.parametrize("classic", [False, True])
+@pytest.mark.parametrize("dtype,bias", [(d, b) for d in DTYPES for b in (False, True)])
+def test_stream_step_matches_twin(NB, classic, dtype, bias):
+    gru = npgru.GRU(4, 6, 3, bias=bias, variant="classic" if classic else "torch", dtype=dtype,
+                    seed=5)
+    rng = np.random.default_rng(7)
+    x, h = rand(rng, (2, 4), dtype), rand(rng, (3, 2, 6), dtype)
+    _, _, _, _, offs, zeros, cl, work, hbuf = gru._stream_state(2, NK)
+    outs = []
+    for K in (NK, NB):
+        out = np.zeros_like(h)
+        assert K.stream_step(x, h, gru.flat_params, offs, zeros, cl, out, work, hbuf)
+        outs.append(out)
+    close(outs[1], outs[0], dtype)
+    for K in (NK, NB):  # a non-finite input: False, and nothing written
+        out = np.zeros_like(h)
+        bad = x.copy()
+        bad[1, 2] = np.inf
+        assert not K.stream_step(bad, h, gru.flat_params, offs, zeros, cl, out, work, hbuf)
+        assert not out.any()
+
+
+def test_vectorised_tanh_is_accurate(NB):
+    rng = np.random.default_rng(5)
+    x = np.concatenate([
+        rng.standard_normal(20000) * 4, rng.standard_normal(5000) * 1e-4,
+        [0.0, -0.0, 1e-300, 0.3465, 0.3467, 19.99, 20.0, 25.0, -700.0, 1e308, np.inf, -np.inf],
+    ])
+    out = np.empty_like(x)
+    NB.tanh(x, out)
+    ref = np.tanh(x)
+    assert np.max(np.abs(out - ref) / np.maximum(np.abs(ref), 1e-300)) <= 4 * np.finfo(float).eps
+    assert np.signbit(out[np.flatnonzero(x == 0)[1]])  # tanh(−0) = −0
+    nan = np.empty(1)
+    NB.tanh(np.array([np.nan]), nan)
+    assert np.isnan(nan[0])
+
+
+# ---------------------------------------------------------------------------------------
+# the functional core on both paths: whole-sequence kernel (small) and BLAS loop (large)
+# ---------------------------------------------------------------------------------------
+def run_core(backend, variant, dtype, T, B, D, H, masked, bias, seed=0):
+    npgru.set_backend(backend)
+    rng = np.random.default_rng(seed)
+    x, h0 = rand(rng, (T, B, D), dtype), rand(rng, (B, H), dtype)
+    w_ih, w_hh = rand(rng, (3 * H, D), dtype, 0.3), rand(rng, (3 * H, H), dtype, 0.3)
+    b = (rand(rng, (3 * H,), dtype), rand(rng, (3 * H,), dtype)) if bias else (None, None)
+    mask = None
+    if masked:
+        lengths = rng.integers(1, T + 1, B)
+        mask = (np.arange(T)[:, None] < lengths[None, :]).astype(dtype)[..., None]
+    out, h_n, cache = gru.gru_forward(x, h0, w_ih, w_hh, *b, mask=mask, variant=variant)
+    grads = gru.gru_backward(rand(rng, (T, B, H), dtype), rand(rng, (B, H), dtype), cache)
+    return [out, h_n, *[g for g in grads if g is not None]]
+
+
+@pytest.mark.parametrize("variant", ["torch", "classic"])
+@pytest.mark.parametrize("shape", [(5, 3, 4, 6), (4, 40, 5, 48)], ids=["sequence-kernel", "blas-loop"])
+@pytest.mark.parametrize("dtype,masked,bias", CASES)
+def test_functional_core_backends_agree(NB, variant, shape, dtype, masked, bias):
+    T, B, D, H = shape
+    small = B * 3 * H * H <= gru.SEQ_KERNEL_MAX_MACS
+    assert small == (shape[1] == 3)  # each case really takes the path it is named after
+    previous = npgru.get_backend()
+    try:
+        a = run_core("numpy", variant, dtype, *shape, masked, bias)
+        b = run_core("numba", variant, dtype, *shape, masked, bias)
+    finally:
+        npgru.set_backend(previous)
+    for x, y in zip(a, b, strict=True):
+        close(y, x, dtype)
+
+
+@settings(max_examples=25, deadline=None)
+@given(T=st.integers(1, 5), B=st.integers(1, 4), D=st.integers(1, 4), H=st.integers(1, 5),
+       variant=st.sampled_from(["torch", "classic"]), masked=st.booleans(),
+       bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_backends_agree_on_random_shapes(T, B, D, H, variant, masked, bias, seed):
+    require("numba")
+    previous = npgru.get_backend()
+    try:
+        a = run_core("numpy", variant, np.float64, T, B, D, H, masked, bias, seed)
+        b = run_core("numba", variant, np.float64, T, B, D, H, masked, bias, seed)
+    finally:
+        npgru.set_backend(previous)
+    for x, y in zip(a, b, strict=True):
+        close(y, x, np.float64)
+
+
+# ---------------------------------------------------------------------------------------
+# the public boundary: nothing reaches a kernel with the wrong shape
+# ---------------------------------------------------------------------------------------
+def good_args(T=3, B=2, D=4, H=5):
+    rng = np.random.default_rng(6)
+    return dict(x=rng.standard_normal((T, B, D)), h0=np.zeros((B, H)),
+                w_ih=rng.standard_normal((3 * H, D)), w_hh=rng.standard_normal((3 * H, H)),
+                b_ih=np.zeros(3 * H), b_hh=np.zeros(3 * H), mask=np.ones((T, B, 1)))
+
+
+@pytest.mark.parametrize("name,bad,match", [
+    ("x", np.zeros((3, 2)), "x must be a non-empty 3-D"),
+    ("x", np.zeros((0, 2, 4)), "x must be a non-empty 3-D"),
+    ("x", np.zeros((3, 2, 5)), "w_ih must have shape"),
+    ("h0", np.zeros((2, 6)), "h0 must have shape"),
+    ("h0", np.zeros((3, 5)), "h0 must have shape"),
+    ("w_ih", np.zeros((14, 4)), "w_ih must have shape"),
+    ("w_hh", np.zeros((15, 4)), "w_hh must have shape"),
+    ("b_ih", np.zeros(14), "b_ih must have shape"),
+    ("b_hh", None, "both be given"),
+    ("mask", np.ones((3, 2)), "mask must have shape"),
+    ("mask", np.ones((2, 2, 1)), "mask must have shape"),
+])
+def test_gru_forward_rejects_bad_shapes(backend, name, bad, match):
+    args = good_args()
+    args[name] = bad
+    with pytest.raises(ValueError, match=match):
+        gru.gru_forward(**args)
+
+
+def test_gru_forward_rejects_bad_dtypes_and_variant(backend):
+    args = good_args()
+    with pytest.raises(TypeError, match="x must be a real numeric"):
+        gru.gru_forward(**{**args, "x": args["x"].astype(complex)})
+    with pytest.raises(TypeError, match="float32 or float64"):
+        gru.gru_forward(**{**args, "x": args["x"].astype(np.float16), "w_ih": args["w_ih"].astype(
+            np.float16), "w_hh": args["w_hh"].astype(np.float16)})
+    with pytest.raises(ValueError, match="variant"):
+        gru.gru_forward(**args, variant="lstm")
+
+
+def test_gru_backward_rejects_bad_shapes(backend):
+    out, _, cache = gru.gru_forward(**good_args())
+    with pytest.raises(ValueError, match="dout must have shape"):
+        gru.gru_backward(np.zeros((3, 2, 4)), None, cache)
+    with pytest.raises(ValueError, match="dh_n must have shape"):
+        gru.gru_backward(np.zeros_like(out), np.zeros((2, 4)), cache)
+    with pytest.raises(TypeError, match="GRUCache"):
+        gru.gru_backward(np.zeros_like(out), None, {"x": 1})
+
+
+def test_mixed_dtypes_are_promoted_not_miscompiled(backend):
+    args = good_args()
+    args["x"] = args["x"].astype(np.float32)
+    out, h_n, cache = gru.gru_forward(**args)  # float32 x, float64 weights: computes in float64
+    assert out.dtype == np.float64 and cache.gates.dtype == np.float64
+
+
+# ---------------------------------------------------------------------------------------
+# backend selection
+# ---------------------------------------------------------------------------------------
+def test_kernels_follow_the_backend(NB):
+    previous = npgru.get_backend()
+    try:
+        npgru.set_backend("numba")
+        assert _backend.kernels() is NB
+        npgru.set_backend("numpy")
+        assert _backend.kernels() is NK
+    finally:
+        npgru.set_backend(previous)
+
+
+def test_environment_variable_selects_the_backend():
+    code = "import npgru, sys; print(npgru.get_backend(), 'numba' in sys.modules)"
+    env_out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**__import__("os").environ, "NPGRU_BACKEND": "numpy"},
+                             timeout=120)
+    assert env_out.returncode == 0, env_out.stderr
+    assert env_out.stdout.split() == ["numpy", "False"]  # and numba was never imported
+
+
+def test_numba_twins_cover_every_kernel(NB):
+    names = [n for n in dir(NK) if n.endswith(("_step_forward", "_step_backward", "_step_gates",
+                                               "_backward_reset", "_seq_forward",
+                                               "_seq_backward", "_cell", "stream_step",
+                                               "all_finite"))]
+    assert len(names) == 14
+    for n in names:
+        assert callable(getattr(NB, n)), n
