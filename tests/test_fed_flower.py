@@ -18,7 +18,7 @@ from .test_fed_simulation import comparable
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
 SETTINGS = dict(rounds=2, clients_per_round=3, lr=0.2, batch_size=8, seed=7)
-BACKEND = {"init_args": {"num_cpus": 2, "include_dashboard": False},
+BACKEND = {"init_args": {"address": "local", "num_cpus": 2, "include_dashboard": False},
            "client_resources": {"num_cpus": 1}}
 
 

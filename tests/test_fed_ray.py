@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -19,7 +20,8 @@ from .test_fed_simulation import comparable, make_sim
 def ray():
     """One local Ray for the module (its start-up takes seconds); the executors reuse it."""
     ray = require("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a new instance even if this machine runs (or ran) another Ray cluster
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -42,25 +44,29 @@ def test_ray_and_serial_executors_are_bit_identical(ray, strategy):
     assert ray.is_initialized()  # the executor did not shut down a Ray it did not start
 
 
-def crashing_update(model, data, ins, training):
-    """Kills its worker process for one client (a lost node, as far as Ray can tell)."""
-    if ins.client_id.endswith("crash"):
+def crashing_update(model, data, ins, training, marker=None):
+    """Kills its worker process (a lost node, as far as Ray can tell): always for a client
+    whose id ends in "crash", the first time only for one ending in "flaky"."""
+    cid = ins.client_id
+    if cid.endswith("crash") or (cid.endswith("flaky") and not marker.exists()):
+        marker.touch()
         os._exit(1)
     return faulty_update(model, data, ins, training)
 
 
-def test_failing_and_lost_clients_are_dropped_and_the_rest_is_exact(ray, monkeypatch):
+def test_lost_workers_are_retried_then_dropped_and_the_rest_is_exact(ray, monkeypatch, tmp_path):
     import npgru.fed.ray_executor
 
     monkeypatch.setattr(npgru.fed.ray_executor, "MAX_RETRIES", 1)  # each restart costs seconds
     base = classification_data(num_clients=4).clients
     clients = [ClientData(cid, c.x_train, c.y_train, c.x_test, c.y_test)
-               for cid, c in zip(["c0", "c1raise", "c2crash", "c3"], base, strict=True)]
-    sim = make_sim(data=clients, clients_per_round=4, rounds=2, local_update=crashing_update,
+               for cid, c in zip(["c0", "c1raise", "c2crash", "c3flaky"], base, strict=True)]
+    update = functools.partial(crashing_update, marker=tmp_path / "crashed")
+    sim = make_sim(data=clients, clients_per_round=4, rounds=2, local_update=update,
                    executor=ray_executor(), eval_every=0)
     history = sim.run()
     for record in history:
-        assert record["ok"] == ["c0", "c3"]
+        assert record["ok"] == ["c0", "c3flaky"]  # c3flaky: its task ran again after a restart
         assert record["dropped"]["c1raise"].startswith("raised RuntimeError: boom")
         assert record["dropped"]["c2crash"].startswith("Ray worker lost")
     # exactly the model that the good clients alone produce

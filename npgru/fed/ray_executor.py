@@ -60,10 +60,11 @@ class RayExecutor(Executor):
     workers : int, optional
         Number of actors, one CPU each (default: every CPU the Ray cluster has).
     address : str, optional
-        Join an existing Ray cluster: ``"auto"`` (the cluster this machine belongs to, e.g.
-        after ``ray start``) or ``"ray://<head>:10001"`` (Ray Client, from outside the
-        cluster). Omitted: start a local Ray instance, or use the one already initialised in
-        this process.
+        Join an existing Ray cluster: ``"<head>:6379"`` or ``"auto"`` (the cluster this machine
+        belongs to, e.g. after ``ray start``), or ``"ray://<head>:10001"`` (Ray Client, from
+        outside the cluster). Omitted: the Ray already initialised in this process, else the
+        cluster named by the ``RAY_ADDRESS`` environment variable or last started on this
+        machine, else a new local Ray instance (``ray.init``'s own rules).
     num_cpus : int, optional
         CPUs of a local Ray instance that this executor starts (default: all of them).
     init_kwargs : dict, optional
@@ -92,11 +93,13 @@ class RayExecutor(Executor):
             ray.init(address=self.address, num_cpus=self.num_cpus, include_dashboard=False,
                      **(self.init_kwargs or {}))
         workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        clients_ref = ray.put(list(clients))  # once; actors on a node share its copy
+        # once; actors on a node share its copy. Held until close(): a restarted actor
+        # reads its constructor's arguments again, and they must still be in the store.
+        self._clients_ref = ray.put(list(clients))
         actor = ray.remote(num_cpus=1, max_restarts=MAX_RETRIES,
                            max_task_retries=MAX_RETRIES)(_Worker)
         self._ray = ray
-        self._new_actor = lambda: actor.remote(model, clients_ref, training, update)
+        self._new_actor = lambda: actor.remote(model, self._clients_ref, training, update)
         self._actors = [self._new_actor() for _ in range(workers)]
 
     def fit(self, params, tasks) -> Iterator[FitRes]:
@@ -151,7 +154,7 @@ class RayExecutor(Executor):
             return
         for worker in self._actors:
             ray.kill(worker)
-        self._actors, self._new_actor = [], None
+        self._actors, self._new_actor, self._clients_ref = [], None, None
         if self._owns_ray:
             ray.shutdown()
         self._ray = None
