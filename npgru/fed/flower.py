@@ -114,7 +114,8 @@ def encode_fit_ins(flwr, params: np.ndarray, ins: FitIns, training: LocalTrainin
 def decode_fit_ins(content) -> tuple[np.ndarray, FitIns, LocalTraining]:
     """Inverse of :func:`encode_fit_ins`; rebuilds only hooks whose class is npgru's."""
     ins, settings = dict(content["ins"]), dict(content["training"])
-    hook_values, hook_arrays = dict(content["hooks"]), _numpy(content["hooks.arrays"])
+    hook_values = dict(content["hooks"])
+    attrs = {**hook_values, **_numpy(content["hooks.arrays"])}
     hooks = []
     for i in sorted((k for k in hook_values if "." not in k), key=int):
         module, _, qualname = hook_values[i].partition(":")
@@ -125,7 +126,6 @@ def decode_fit_ins(content) -> tuple[np.ndarray, FitIns, LocalTraining]:
             raise ValueError(f"{hook_values[i]!r} is not a ClientHook")
         hook = cls.__new__(cls)  # attributes restored as sent, as pickle would, minus pickle
         prefix = f"{i}."
-        attrs = {**hook_values, **hook_arrays}
         vars(hook).update({k[len(prefix):]: v for k, v in attrs.items() if k.startswith(prefix)})
         hooks.append(hook)
     fit_ins = FitIns(str(ins["client_id"]), int(ins["server_round"]), int(ins["seed"]),
