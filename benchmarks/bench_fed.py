@@ -97,11 +97,11 @@ def child_speedup(repeats: int) -> dict:
     from npgru import fed
 
     rng = np.random.default_rng(0)
-    n, T, D, C = 16 * 320, 20, 8, 4
+    n, T, D, H, C = 16 * 320, 40, 8, 128, 4
     y = rng.integers(0, C, n)
     x = (rng.normal(size=(n, T, D)) + 0.3 * y[:, None, None]).astype(np.float32)
     data = fed.make_clients(x, y, fed.iid_partition(n, 16, seed=0), test_fraction=0.0)
-    model = npgru.SequenceClassifier(D, 64, C, seed=0)
+    model = npgru.SequenceClassifier(D, H, C, seed=0)
     settings = dict(rounds=3, clients_per_round=16, lr=0.1, batch_size=32, eval_every=0,
                     seed=0, workers=2)
     # Warm-up in this process before any fork: compiled kernels are inherited by the workers.
@@ -125,8 +125,8 @@ def child_speedup(repeats: int) -> dict:
     medians = {name: statistics.median(t) for name, t in times.items()}
     best_serial = min(medians["serial"], medians["serial_1thread"])
     return {
-        "setup": "SequenceClassifier(8, 64, 4), 16 clients × 320 sequences of 20 steps, batch "
-                 "32, 1 local epoch, 16 clients per round × 3 rounds, workers=2",
+        "setup": f"SequenceClassifier({D}, {H}, {C}), 16 clients × 320 sequences of {T} steps, "
+                 "batch 32, 1 local epoch, 16 clients per round × 3 rounds, workers=2",
         "num_params": model.num_params,
         "median_s": medians, "speedup": best_serial / medians["process"],
         "times": times,

@@ -19,6 +19,7 @@ from npgru.datasets import ClientData
 from npgru.fed.checkpoint import load_checkpoint
 
 from ._fed_common import classification_data, classifier, faulty_update
+from .conftest import require
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -330,3 +331,22 @@ def test_aggregation_memory_does_not_grow_with_the_number_of_clients():
     model_bytes = npgru.SequenceRegressor(3, 64).num_params * 8
     few, many = round_peak_bytes(4), round_peak_bytes(64)
     assert many - few < 2 * model_bytes  # 60 more deltas would be 60 × model_bytes
+
+
+def test_executors_agree_where_a_threaded_blas_would_split_sums():
+    """Matrices big enough for a 2-thread BLAS to change the bits: every executor pins one."""
+    threadpoolctl = require("threadpoolctl")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 128)
+    x = (rng.normal(size=(128, 40, 8)) + y[:, None, None]).astype(np.float32)
+    data = fed.make_clients(x, y, fed.iid_partition(128, 2), test_fraction=0.25)
+    model = npgru.SequenceClassifier(8, 128, 4, seed=0)
+    finals = {}
+    for executor in ("serial", "process"):
+        sim = fed.Simulation(model, data, rounds=1, clients_per_round=2, executor=executor,
+                             workers=2, batch_size=32)
+        with threadpoolctl.threadpool_limits(2):  # what a user's process may well have
+            history = sim.run()
+        finals[executor] = (sim.model_.flat_params, history[0]["fed_loss"])
+    np.testing.assert_array_equal(finals["serial"][0], finals["process"][0])
+    assert finals["serial"][1] == finals["process"][1]

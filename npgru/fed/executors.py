@@ -10,6 +10,8 @@ results, whatever ran first. A Ray executor fits the same four methods (actors h
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import mmap
 import multiprocessing as mp
@@ -33,8 +35,34 @@ def clone_model(model):
     return type(model)(**model.config())
 
 
+def single_blas_thread():
+    """A context pinning the BLAS to one thread (with threadpoolctl; a no-op without it).
+
+    Every executor runs local updates and evaluations this way. A multi-threaded BLAS splits
+    a matrix product's sums differently, so the same client computes different bits with two
+    threads than with one; pinning every executor to one thread keeps them bit-identical (and
+    clients' small matrix products run faster single-threaded anyway).
+    """
+    controller = _blas_controller()
+    return contextlib.nullcontext() if controller is None else controller.limit(limits=1)
+
+
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS, built once (a scan of ~1 ms); None without it."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # then every process keeps the BLAS's default: the same everywhere
+        return None
+    return ThreadpoolController()
+
+
 class Executor:
-    """The interface every executor implements (and a context manager closing it)."""
+    """The interface every executor implements (and a context manager closing it).
+
+    Implementations run clients with one BLAS thread (:func:`single_blas_thread`) so that
+    all executors compute the same bits.
+    """
 
     def start(self, model, clients: Sequence[ClientData], training: LocalTraining,
               update: Callable) -> None:
@@ -73,12 +101,16 @@ class SerialExecutor(Executor):
 
     def fit(self, params, tasks):
         for ins in tasks:
-            yield run_fit(self._update, self._model, self._clients[ins.client_id], params, ins,
-                          self._training)
+            with single_blas_thread():
+                res = run_fit(self._update, self._model, self._clients[ins.client_id], params,
+                              ins, self._training)
+            yield res
 
     def evaluate(self, params, client_ids):
-        for cid in client_ids:
-            yield evaluate_client(self._model, self._clients[cid], params)
+        with single_blas_thread():
+            results = [evaluate_client(self._model, self._clients[cid], params)
+                       for cid in client_ids]
+        yield from results
 
 
 # State of a worker process, set once by _init_worker (fork inherits everything it needs).
@@ -87,12 +119,8 @@ _worker: dict = {}
 
 def _init_worker(model, clients, training, update, params_buffer, slots_buffer, dtype, size,
                  num_slots):
-    try:  # one BLAS thread per worker: the workers are the parallelism
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:
-        pass
+    # Entered for the worker's whole life: the workers are the parallelism.
+    single_blas_thread().__enter__()
     _worker.update(
         model=clone_model(model),
         clients={c.client_id: c for c in clients},
