@@ -89,6 +89,14 @@ def child_overhead(executor: str, repeats: int) -> dict:
     return out
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (user + system)."""
+    import resource
+
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def child_speedup(repeats: int) -> dict:
     import numpy as np
 
@@ -106,20 +114,26 @@ def child_speedup(repeats: int) -> dict:
     # Warm-up in this process before any fork: compiled kernels are inherited by the workers.
     fed.Simulation(model, data, rounds=1, clients_per_round=1, eval_every=0).run()
     times: dict[str, list[float]] = {"serial": [], "process": []}
+    cpu: dict[str, list[float]] = {"serial": [], "process": []}
     finals = {}
     for i in range(repeats):
         for executor in ("serial", "process") if i % 2 == 0 else ("process", "serial"):
             sim = fed.Simulation(model, data, executor=executor, **settings)
-            start = time.perf_counter()
+            cpu_start, start = _cpu_seconds(), time.perf_counter()
             sim.run()
             times[executor].append(time.perf_counter() - start)
+            cpu[executor].append(_cpu_seconds() - cpu_start)
             finals[executor] = sim.model_.flat_params.copy()
     medians = {name: statistics.median(t) for name, t in times.items()}
+    cpu_medians = {name: statistics.median(t) for name, t in cpu.items()}
     return {
         "setup": f"SequenceClassifier({D}, {H}, {C}), 16 clients × 320 sequences of {T} steps, "
                  "batch 32, 1 local epoch, 16 clients per round × 3 rounds, workers=2",
         "num_params": model.num_params,
         "median_s": medians, "speedup": medians["serial"] / medians["process"],
+        "cpu_s": cpu_medians,
+        # on free cores wall ≈ CPU time: serial's, against the workers' split over two cores
+        "speedup_on_free_cores": cpu_medians["serial"] / (cpu_medians["process"] / 2),
         "times": times,
         "bit_identical": bool(np.array_equal(finals["serial"], finals["process"])),
         "backend": npgru.get_backend(),
@@ -226,6 +240,12 @@ def markdown(results: dict) -> str:
         f"{json.dumps({k: [round(t, 2) for t in v] for k, v in gru['times'].items()})}). "
         f"Same final model bit for bit: {gru['bit_identical']}. Both executors run clients on one "
         "BLAS thread (npgru.fed pins it: a threaded BLAS changes the bits).",
+        "",
+        f"CPU time (medians): serial {gru['cpu_s']['serial']:.2f} s, process "
+        f"{gru['cpu_s']['process']:.2f} s over both workers. On two free cores a run takes "
+        "about its CPU time (serial) or half of it (two busy workers): a projected "
+        f"**{gru['speedup_on_free_cores']:.2f}×** — an estimate from CPU times, not a measured "
+        "speed-up.",
         "",
         "What two processes could gain on this machine at the time (perfectly parallel "
         "pure-Python work, 2 processes vs 1, median): "
