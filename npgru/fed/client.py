@@ -244,8 +244,8 @@ def local_update(model, data: ClientData, ins: FitIns, training: LocalTraining) 
         if training.time_budget is not None and time.perf_counter() - start > training.time_budget:
             raise ClientTimeout(f"exceeded its time budget of {training.time_budget} s")
     # In float64, θ_k − θ of two float32 vectors is exact, so the server's θ + Σ w_k Δ_k
-    # (summed in float64, rounded once) is the correctly rounded average of the client models:
-    # sending deltas loses nothing against averaging models. Compression hooks can shrink it.
+    # (summed in float64, rounded to the model's dtype once) is the float64 weighted average
+    # of the client models: sending deltas loses nothing against averaging models.
     delta = np.subtract(model.flat_params, theta, dtype=np.float64)
     for hook in ins.hooks:
         hook.on_delta(delta, ctx)
