@@ -36,6 +36,10 @@ _CHILD = "_NPGRU_BENCH_REEXEC"
 if __name__ == "__main__" and os.environ.get(_CHILD) is None:
     removed = {k: os.environ[k] for k in _UNSET if k in os.environ}
     env = {k: v for k, v in os.environ.items() if k not in _UNSET}
+    # torch's OpenMP threads spin after each op by default; interleaved with OpenBLAS's own
+    # threads on 2 cores, the two pools starve each other (torch's tiny fwd+bwd went from
+    # ≈8 ms to ≈120 ms here). Passive waiting keeps the comparison about the GRUs.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env[_CHILD] = json.dumps(removed)
     # the BLAS reads these when it loads, so the process must start again without them
     os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
@@ -286,7 +290,7 @@ def fresh_process_times(reps: int) -> dict:
 
 
 def peak_memory(names, threads, backends, torch_ok) -> dict:
-    env = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    env = {"MALLOC_MMAP_THRESHOLD_": "16384", "MALLOC_TRIM_THRESHOLD_": "16384"}
     res = {}
     for name in names:
         cfg = CONFIGS[name]
@@ -347,7 +351,8 @@ def markdown(results: dict) -> str:
         f"torch {meta.get('torch')} · numpy {meta['numpy']} · numba {meta.get('numba')}",
         "",
         f"BLAS: {blas}; "
-        f"removed for this run: {meta['env_removed'] or 'nothing'}. "
+        f"removed for this run: {meta['env_removed'] or 'nothing'}; "
+        f"OMP_WAIT_POLICY={meta.get('omp_wait_policy')}. "
         f"GEMM peak measured in this run: **{results['gemm_peak_gflops']:.0f} GFLOP/s** "
         f"(float32, 1024³).",
         "",
@@ -399,7 +404,7 @@ def markdown(results: dict) -> str:
     if mem:
         lines += ["", "## Peak memory of one training step (forward + backward), fresh process",
                   "", "Peak RSS above the state before the step (VmHWM reset, mmap for every "
-                  "array ≥ 128 KiB so freed memory leaves RSS).", "",
+                  "array ≥ 16 KiB so freed memory leaves RSS: torch's per-step tensors too).", "",
                   "| config | " + " | ".join(next(iter(mem.values()))) + " |",
                   "|---|" + "---|" * len(next(iter(mem.values())))]
         for name, row in mem.items():
@@ -484,6 +489,7 @@ def main(argv=None) -> int:
             "torch_threads": torch.get_num_threads() if torch else None,
             "blas": blas_info(),
             "env_removed": json.loads(os.environ.get(_CHILD) or "{}"),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "runs": runs,
             "warmup": warmup,
         }

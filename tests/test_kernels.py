@@ -235,6 +235,20 @@ def test_vectorised_tanh_is_accurate(NB):
     assert np.isnan(nan[0])
 
 
+def test_vectorised_tanh_float32_is_accurate(NB):
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.standard_normal(20000) * 4, rng.standard_normal(5000) * 1e-3,
+                        [0.0, 1e-30, 0.3465, 0.3467, 8.99, 9.0, 30.0, np.inf, -np.inf]])
+    x = x.astype(np.float32)
+    out = np.empty_like(x)
+    NB.tanh(x, out)
+    ref = np.tanh(x.astype(np.float64))
+    assert np.max(np.abs(out - ref) / np.maximum(np.abs(ref), 1e-38)) <= 2 * np.finfo(np.float32).eps
+    nan = np.empty(1, np.float32)
+    NB.tanh(np.array([np.nan], np.float32), nan)
+    assert np.isnan(nan[0])
+
+
 # ---------------------------------------------------------------------------------------
 # the functional core on both paths: whole-sequence kernel (small) and BLAS loop (large)
 # ---------------------------------------------------------------------------------------
@@ -258,7 +272,7 @@ def run_core(backend, variant, dtype, T, B, D, H, masked, bias, seed=0):
 @pytest.mark.parametrize("dtype,masked,bias", CASES)
 def test_functional_core_backends_agree(NB, variant, shape, dtype, masked, bias):
     T, B, D, H = shape
-    small = B * 3 * H * H <= gru.SEQ_KERNEL_MAX_MACS
+    small = gru._use_seq_kernel(NB, B, H)
     assert small == (shape[1] == 3)  # each case really takes the path it is named after
     previous = npgru.get_backend()
     try:
