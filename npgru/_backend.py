@@ -67,6 +67,9 @@ def kernels() -> ModuleType:
     mod = _modules.get(name)
     if mod is None:
         if name == "numba":
+            if not numba_available():  # NPGRU_BACKEND=numba without numba installed
+                raise ImportError("backend 'numba' requested (NPGRU_BACKEND or set_backend) but "
+                                  "numba cannot be imported; install numba or use 'numpy'")
             from . import _numba_kernels as mod
         else:
             from . import kernels as mod
