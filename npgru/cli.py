@@ -193,13 +193,20 @@ def _summary(record: dict) -> dict:
 def cmd_federate(args) -> None:
     """Federated training: sampled clients train locally and send deltas every round."""
     from . import fed
+    from .fed.extensions import from_options
 
     os.makedirs(args.out, exist_ok=True)
     data = load_data(args)
+    strategy, data = from_options(
+        make_strategy(args), data, args.clients_per_round, dp_clip=args.dp_clip,
+        dp_noise=args.dp_noise, dp_delta=args.dp_delta, secure_agg=args.secure_agg,
+        compress=args.compress, aggregator=args.aggregator, attack=args.attack,
+        fednova=args.fednova, seed=args.seed)
     model = build_model(data, args)
     sim = fed.Simulation(
-        model, data, make_strategy(args), rounds=args.rounds,
-        clients_per_round=args.clients_per_round, min_clients=args.min_clients,
+        model, data, strategy, rounds=args.rounds,
+        clients_per_round=args.clients_per_round,
+        min_clients=max(args.min_clients, strategy.min_clients),
         local_epochs=args.local_epochs, batch_size=args.batch_size, optimizer=args.optimizer,
         lr=args.lr, clip_norm=args.clip_norm, executor=args.executor, workers=args.workers,
         eval_every=args.eval_every, federated_eval=not args.no_federated_eval,
@@ -219,6 +226,7 @@ def cmd_federate(args) -> None:
         bar = tqdm(total=args.rounds, desc="rounds", unit="round", leave=False)
 
     def report(record: dict) -> None:
+        strategy.record_metrics(record)
         if bar is not None:
             bar.n = record["round"]
             bar.refresh()
@@ -359,6 +367,26 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--tau", type=float, default=1e-3,
                    help="fedadam/fedyogi/fedadagrad: adaptivity τ")
     g.add_argument("--mu", type=float, default=0.01, help="fedprox: proximal coefficient μ")
+    g.add_argument("--fednova", action="store_true",
+                   help="FedNova: normalise each delta by the client's number of local steps")
+    g = p.add_argument_group("privacy, compression and robustness (compose with any strategy)")
+    g.add_argument("--dp-clip", type=float, default=None, metavar="C",
+                   help="DP-FedAvg: clip each client's update to L2 norm C")
+    g.add_argument("--dp-noise", type=float, default=0.0, metavar="Z",
+                   help="DP-FedAvg: Gaussian noise multiplier z on the sum (σ = z·C)")
+    g.add_argument("--dp-delta", type=float, default=1e-5, metavar="D",
+                   help="δ at which ε is reported per round (RDP accountant)")
+    g.add_argument("--secure-agg", action="store_true",
+                   help="simulated secure aggregation: the server sees only masked updates "
+                        "(needs --dp-clip)")
+    g.add_argument("--compress", default=None, metavar="{q8,q4,q2,topk:FRACTION}",
+                   help="compress updates: stochastic quantization or top-k with error feedback")
+    g.add_argument("--aggregator", default="mean",
+                   metavar="{mean,median,trimmed:FRACTION,krum:F,normclip:C}",
+                   help="how deltas are combined: the mean, or a robust rule")
+    g.add_argument("--attack", default=None,
+                   metavar="{signflip,scale:FACTOR,noise:SIGMA,labelflip}:FRACTION",
+                   help="simulate this fraction of clients attacking")
     _run_options(p, "runs/federate")
     p.set_defaults(func=cmd_federate)
 
