@@ -115,6 +115,7 @@ def child_speedup(repeats: int) -> dict:
     fed.Simulation(model, data, rounds=1, clients_per_round=1, eval_every=0).run()
     times: dict[str, list[float]] = {"serial": [], "process": []}
     steady: dict[str, list[float]] = {"serial": [], "process": []}
+    rounds: dict[str, list[float]] = {"serial": [], "process": []}
     cpu: dict[str, list[float]] = {"serial": [], "process": []}
     finals = {}
     for i in range(repeats):
@@ -126,6 +127,7 @@ def child_speedup(repeats: int) -> dict:
             cpu[executor].append(_cpu_seconds() - cpu_start)
             # rounds after the first: without the workers' start and first-touch costs
             steady[executor].append(sum(r["wall_time"] for r in history[1:]))
+            rounds[executor] += [r["wall_time"] for r in history[1:]]
             finals[executor] = sim.model_.flat_params.copy()
     medians = {name: statistics.median(t) for name, t in times.items()}
     steady_medians = {name: statistics.median(t) for name, t in steady.items()}
@@ -139,6 +141,9 @@ def child_speedup(repeats: int) -> dict:
         "steady_speedup": steady_medians["serial"] / steady_medians["process"],
         # timeit's convention: the fastest run is the one least disturbed by other jobs
         "best_speedup": min(times["serial"]) / min(times["process"]),
+        # the same at the grain of one round (after the first), where interference is rarer
+        "best_round_s": {name: min(r) for name, r in rounds.items()},
+        "best_round_speedup": min(rounds["serial"]) / min(rounds["process"]),
         "cpu_s": cpu_medians,
         # on free cores wall ≈ CPU time: serial's, against the workers' split over two cores
         "speedup_on_free_cores": cpu_medians["serial"] / (cpu_medians["process"] / 2),
@@ -250,7 +255,9 @@ def markdown(results: dict) -> str:
         f"{min(gru['times']['process']):.2f} s, {gru['best_speedup']:.2f}×. "
         f"Rounds 2–4 alone (workers started and warm): serial "
         f"{gru['steady_rounds_s']['serial']:.2f} s · process "
-        f"{gru['steady_rounds_s']['process']:.2f} s · {gru['steady_speedup']:.2f}×. "
+        f"{gru['steady_rounds_s']['process']:.2f} s · {gru['steady_speedup']:.2f}×; fastest "
+        f"single round {gru['best_round_s']['serial']:.3f} s vs "
+        f"{gru['best_round_s']['process']:.3f} s, {gru['best_round_speedup']:.2f}×. "
         f"Same final model bit for bit: {gru['bit_identical']}. Both executors run clients on one "
         "BLAS thread (npgru.fed pins it: a threaded BLAS changes the bits).",
         "",
@@ -273,7 +280,8 @@ def markdown(results: dict) -> str:
         f"- ≤ {TARGETS['startup_s']} s start-up: {mark[ok['startup_s']]}",
         f"- ≤ {TARGETS['peak_rss_mb']:.0f} MB peak RSS (process executor: main + 2 workers' "
         f"peaks, shared pages counted twice): {mark[ok['peak_rss_mb']]}",
-        f"- process ≥ {TARGETS['speedup']}× serial on 2 cores: {mark[ok['speedup']]}",
+        f"- process ≥ {TARGETS['speedup']}× serial on 2 cores (median whole runs): "
+        f"{mark[ok['speedup']]}",
         "",
     ]
     return "\n".join(lines)
