@@ -40,7 +40,7 @@ def run_cell(attack: str, defence: str, rounds: int, seed: int) -> dict:
                          min_clients=strategy.min_clients, lr=1.0, batch_size=16, local_steps=10,
                          clip_norm=5.0, eval_every=rounds, federated_eval=False, seed=seed)
     start = time.perf_counter()
-    history = sim.run(callback=strategy.record_metrics)
+    history = sim.run()
     rejected = [len(r.get("rejected", [])) for r in history]
     return {"attack": attack, "defence": defence, "accuracy": history[-1]["test_accuracy"],
             "loss": history[-1]["test_loss"], "rejected_per_round": sum(rejected) / len(rejected),

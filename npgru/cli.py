@@ -226,7 +226,6 @@ def cmd_federate(args) -> None:
         bar = tqdm(total=args.rounds, desc="rounds", unit="round", leave=False)
 
     def report(record: dict) -> None:
-        strategy.record_metrics(record)
         if bar is not None:
             bar.n = record["round"]
             bar.refresh()

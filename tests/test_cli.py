@@ -20,7 +20,8 @@ def _npgru(*args, timeout=300):
                           text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("cmd", [[], ["train"], ["federate"], ["generate"], ["bench"], ["info"]])
+@pytest.mark.parametrize("cmd", [[], ["train"], ["federate"], ["generate"], ["bench"], ["info"]],
+                         ids=["top", "train", "federate", "generate", "bench", "info"])
 def test_help_explains_every_option(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([*cmd, "--help"])
@@ -79,3 +80,65 @@ def test_train_writes_history_model_curves_then_generate(tmp_path):
     first, second = _npgru(*args), _npgru(*args)
     assert first.returncode == 0 and first.stdout == second.stdout
     assert first.stdout.startswith("ROMEO:") and len(first.stdout.rstrip("\n")) >= 40
+
+
+FED = [*TINY, "--clients-per-round", "2", "--batch-size", "16", "--no-federated-eval"]
+
+
+def test_federate_writes_the_promised_files_and_fields(tmp_path):
+    out = tmp_path / "fed"
+    assert main(["federate", *FED, "--rounds", "2", "--out", str(out)]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert [r["round"] for r in history] == [1, 2]
+    for r in history:
+        assert {"round", "test_accuracy", "test_loss", "clients_ok", "clients_dropped"} <= set(r)
+        assert r["clients_ok"] == 2 and r["clients_dropped"] == 0
+    assert (out / "model.npz").exists() and os.path.getsize(out / "curves.png") > 1000
+
+
+def test_federate_resume_equals_an_uninterrupted_run(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(["federate", *FED, "--rounds", "3", "--out", str(full)]) == 0
+    assert main(["federate", *FED, "--rounds", "2", "--out", str(part)]) == 0
+    assert main(["federate", *FED, "--rounds", "3", "--out", str(part), "--resume"]) == 0
+    import npgru
+
+    a, b = npgru.load(full / "model.npz"), npgru.load(part / "model.npz")
+    assert a.flat_params.tobytes() == b.flat_params.tobytes()
+    strip = [{k: v for k, v in r.items() if k != "wall_time"}
+             for r in json.loads((full / "history.json").read_text())]
+    again = [{k: v for k, v in r.items() if k != "wall_time"}
+             for r in json.loads((part / "history.json").read_text())]
+    assert strip == again
+
+
+def test_federate_with_privacy_compression_and_a_robust_aggregator(tmp_path):
+    out = tmp_path / "dp"
+    assert main(["federate", *FED, "--clients-per-round", "3", "--rounds", "2",
+                 "--strategy", "fedadam", "--dp-clip", "1.0", "--dp-noise", "0.8",
+                 "--compress", "q8", "--out", str(out)]) == 0
+    history = json.loads((out / "history.json").read_text())
+    eps = [r["epsilon"] for r in history]
+    assert 0 < eps[0] < eps[1]
+    assert history[0]["bytes_up"] > 0
+    out = tmp_path / "robust"
+    assert main(["federate", *FED, "--clients-per-round", "3", "--rounds", "1",
+                 "--attack", "signflip:0.3", "--aggregator", "median", "--out", str(out)]) == 0
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--dp-clip", "1", "--dp-noise", "-1"], "noise_multiplier must be"),
+        (["--dp-noise", "1"], "--dp-noise needs --dp-clip"),
+        (["--compress", "q3"], "q3"),
+        (["--aggregator", "krum:1", "--attack", "signflip:0.9"], "Krum"),
+        (["--clients-per-round", "3", "--aggregator", "median", "--attack", "scale:5:0.9"], "tolerates"),
+        (["--clients-per-round", "1.5"], "clients_per_round"),
+    ],
+)
+def test_federate_bad_configurations_exit_2(flags, needle, tmp_path):
+    done = _npgru("federate", *FED, "--rounds", "1", "--out", str(tmp_path), *flags)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], done.stderr

@@ -14,8 +14,8 @@ untouched; what it adds runs at three places of a round:
   and the adaptive clip.
 
 Per-round figures (``epsilon``, ``dp_clip``, ``bytes_up``, ``rejected``) come from
-:meth:`Extended.round_metrics`; ``Simulation.run(callback=extended.record_metrics)`` adds them to
-each history record. :func:`from_options` builds everything from ``npgru federate``'s options.
+:meth:`Extended.round_metrics`, which the simulation adds to each committed round's history record
+(before the round's checkpoint, so a resumed history is complete). :func:`from_options` builds everything from ``npgru federate``'s options.
 """
 
 from __future__ import annotations
@@ -390,11 +390,6 @@ class Extended(Strategy):
     def round_metrics(self) -> dict:
         """The last committed round's figures: ``epsilon``, ``dp_clip``, ``bytes_up``, ``rejected``."""
         return dict(self._metrics)
-
-    def record_metrics(self, record: dict) -> None:
-        """``Simulation.run`` callback: add :meth:`round_metrics` to a committed round's record."""
-        if record["status"] == "ok":
-            record.update(self.round_metrics())
 
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:

@@ -401,7 +401,7 @@ class Simulation:
             if "loss" in res.metrics:
                 loss_sum += res.num_examples * float(res.metrics["loss"])
                 loss_weight += res.num_examples
-        status, failure = "ok", None
+        status, failure, committed_metrics = "ok", None, {}
         if agg.count < self.min_clients:
             status = "failed"
             failure = f"{agg.count} valid updates, fewer than min_clients={self.min_clients}"
@@ -409,6 +409,7 @@ class Simulation:
             failure = self._commit(t, strategy, agg)
             if failure is None:
                 self.client_states_.update(new_states)
+                committed_metrics = strategy.round_metrics()
             else:
                 status = "failed"
         record = {
@@ -424,6 +425,7 @@ class Simulation:
             "bytes_up": int(bytes_up),
             "bytes_down": int(bytes_down),
         }
+        record.update(committed_metrics)
         if failure is not None:
             record["failure"] = failure
         record["wall_time"] = time.perf_counter() - start

@@ -138,6 +138,10 @@ class Strategy:
         """The new global parameters (float64) from the old ones and the mean delta."""
         return x + self.server_lr * delta
 
+    def round_metrics(self) -> dict:
+        """Figures of the round just committed for its history record (e.g. privacy spent)."""
+        return {}
+
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the server-state vectors (for checkpoints)."""
