@@ -15,7 +15,8 @@ untouched; what it adds runs at three places of a round:
 
 Per-round figures (``epsilon``, ``dp_clip``, ``bytes_up``, ``rejected``) come from
 :meth:`Extended.round_metrics`, which the simulation adds to each committed round's history record
-(before the round's checkpoint, so a resumed history is complete). :func:`from_options` builds everything from ``npgru federate``'s options.
+(before the round's checkpoint, so a resumed history is complete). :func:`from_options` builds
+everything from ``npgru federate``'s options.
 """
 
 from __future__ import annotations
