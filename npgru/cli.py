@@ -339,8 +339,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="clients sampled per round: a count, or a fraction of all clients")
     g.add_argument("--min-clients", type=int, default=1,
                    help="valid updates a round needs to commit")
-    g.add_argument("--executor", choices=["serial", "process"], default="serial",
-                   help="run clients in this process or in a pool (results are bit-identical)")
+    g.add_argument("--executor", choices=["serial", "process", "ray"], default="serial",
+                   help="run clients in this process, a process pool, or on Ray (needs the ray "
+                        "extra; RAY_ADDRESS joins a cluster); results are bit-identical")
     g.add_argument("--workers", type=int, default=None,
                    help="processes for --executor process (default: CPU count)")
     g.add_argument("--eval-every", type=int, default=1, help="evaluate every this many rounds")
@@ -422,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, TypeError, OSError) as e:
+    except (ValueError, TypeError, OSError, ImportError) as e:
         print(f"npgru: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -81,3 +81,10 @@ def test_bad_settings():
     require("ray")
     with pytest.raises(ValueError, match="workers"):
         RayExecutor(workers=0).start(None, [], None, None)
+
+
+def test_executor_named_ray_resolves_to_the_ray_executor(ray):
+    from npgru.fed.executors import make_executor
+    from npgru.fed.ray_executor import RayExecutor
+
+    assert isinstance(make_executor("ray", 2), RayExecutor)

@@ -238,11 +238,20 @@ class ProcessExecutor(Executor):
 
 
 def make_executor(executor: str | Executor, workers: int | None = None) -> Executor:
-    """Resolve ``"serial"``, ``"process"`` or an :class:`Executor` instance."""
+    """Resolve ``"serial"``, ``"process"``, ``"ray"`` or an :class:`Executor` instance.
+
+    ``"ray"`` starts (or, with ``RAY_ADDRESS`` set, joins) a Ray cluster; it needs the ``ray``
+    extra (``pip install npgru[ray]``).
+    """
     if isinstance(executor, Executor):
         return executor
     if executor == "serial":
         return SerialExecutor()
     if executor == "process":
         return ProcessExecutor(workers)
-    raise ValueError(f"executor must be 'serial', 'process' or an Executor, got {executor!r}")
+    if executor == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(workers)
+    raise ValueError(
+        f"executor must be 'serial', 'process', 'ray' or an Executor, got {executor!r}")
