@@ -428,24 +428,28 @@ def torch_seq_forward(gi, w_hh, b_hh, mask, hs, gates, hid):
 
 
 @njit(**_JIT)
-def _torch_seq_backward(dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh):
+def _torch_seq_backward(dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh_n):
     T, B, H = dout.shape
     use_mask = mask.shape[0] > 0
     dmm = np.zeros((B, H), dtype=dout.dtype)
     ddir = dh_n.copy()
     s1 = np.empty((B, H), dtype=dout.dtype)
+    dgh = np.empty((B, 3 * H), dtype=dout.dtype)  # this step's full hidden-side gradient
     wt = np.ascontiguousarray(w_hh.T)  # (H, 3H): dgh · W_hh as dot products along its rows
     for t in range(T - 1, -1, -1):
         m = mask[t] if use_mask else dout[t, 0]
-        _torch_bwd(dmm, ddir, dout[t], gates[t], hid[t], hs[t], m, use_mask, dgi[t], dgh[t], s1)
-        _dot(dgh[t], wt, 0, 0, dmm)  # dh_prev = direct + dgh · W_hh
+        _torch_bwd(dmm, ddir, dout[t], gates[t], hid[t], hs[t], m, use_mask, dgi[t], dgh, s1)
+        for b in range(B):
+            for j in range(H):
+                dgh_n[t, b, j] = dgh[b, 2 * H + j]
+        _dot(dgh, wt, 0, 0, dmm)  # dh_prev = direct + dgh · W_hh
     return dmm + ddir
 
 
-def torch_seq_backward(dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh):
+def torch_seq_backward(dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh_n):
     """Compiled :func:`npgru.kernels.torch_seq_backward`."""
     return _torch_seq_backward(
-        dout, dh_n, gates, hid, hs, _mask_or_empty(mask, dout[0]), w_hh, dgi, dgh
+        dout, dh_n, gates, hid, hs, _mask_or_empty(mask, dout[0]), w_hh, dgi, dgh_n
     )
 
 

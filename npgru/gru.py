@@ -129,19 +129,53 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, mask=None, variant="tor
         b_hh = _arr("b_hh", b_hh, dt, (3 * H,))
     m2 = None
     if mask is not None:
-        mask = _arr("mask", mask, dt, (T, B, 1))
-        m2 = mask.reshape(T, B)
+        m2 = _arr("mask", mask, dt, (T, B, 1)).reshape(T, B)
+    return _forward_core(x, h0, w_ih, w_hh, b_ih, b_hh, m2, variant, None)
+
+
+class _Workspace:
+    """Arrays a :class:`GRU` layer reuses from call to call.
+
+    A training step needs a few arrays of size T·B·3H; allocated afresh each call, every page
+    of them is a page fault on first touch (the allocator returns big blocks to the system on
+    free), which cost 30–70 % of a forward pass at the seed shape. Reused, they are touched
+    warm. The layer keeps one set (≈ what one training step holds at its peak).
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict = {}
+
+    def get(self, key, shape: tuple[int, ...], dtype) -> np.ndarray:
+        a = self._arrays.get(key)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = self._arrays[key] = np.empty(shape, dtype=dtype)
+        return a
+
+
+def _empty(ws: _Workspace | None, key, shape: tuple[int, ...], dtype) -> np.ndarray:
+    return np.empty(shape, dtype=dtype) if ws is None else ws.get(key, shape, dtype)
+
+
+def _forward_core(x, h0, w_ih, w_hh, b_ih, b_hh, m2, variant, ws, key=0):
+    """:func:`gru_forward` after validation: C-contiguous arrays of one float dtype and the
+    right shapes, ``m2`` the (T, B) mask or None. With a workspace ``ws`` the cache arrays are
+    ``ws``'s (valid until the next call with the same ``key``)."""
+    T, B, D = x.shape
+    H = w_hh.shape[1]
+    dt = x.dtype
+    bias = b_ih is not None
     K = _backend.kernels()
     # one GEMM for the input projection of every step
-    gi = (x.reshape(T * B, D) @ w_ih.T).reshape(T, B, 3 * H)
+    gi = _empty(ws, "gi", (T, B, 3 * H), dt)
+    np.matmul(x.reshape(T * B, D), w_ih.T, out=gi.reshape(T * B, 3 * H))
     if bias:
         gi += b_ih
     # the kernels always add b_hh (b_hn sits inside r ⊙ (·)); zeros stand in for "no bias"
     bh = b_hh if bias else np.zeros(3 * H, dtype=dt)
-    hs = np.empty((T + 1, B, H), dtype=dt)
+    hs = _empty(ws, ("hs", key), (T + 1, B, H), dt)
     hs[0] = h0
-    gates = np.empty((T, B, 3 * H), dtype=dt)
-    hid = np.empty((T, B, H), dtype=dt)
+    gates = _empty(ws, ("gates", key), (T, B, 3 * H), dt)
+    hid = _empty(ws, ("hid", key), (T, B, H), dt)
     seq = _use_seq_kernel(K, B, H)
     if variant == "torch":
         if seq:
@@ -153,7 +187,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, mask=None, variant="tor
             K.classic_seq_forward(gi, w_hh, bh, m2, hs, gates, hid)
         else:
             K.classic_forward_loop(K, gi, w_hh, bh, m2, hs, gates, hid)
-    out = hs[1:] if mask is None else hs[1:] * mask
+    out = hs[1:] if m2 is None else hs[1:] * m2[..., None]
     cache = GRUCache(variant, x, hs, gates, hid, m2, w_ih, w_hh, bias)
     return out, hs[T].copy(), cache
 
@@ -180,25 +214,40 @@ def gru_backward(dout, dh_n, cache: GRUCache):
     """
     if not isinstance(cache, GRUCache):
         raise TypeError(f"cache must be the GRUCache returned by gru_forward, got {type(cache)}")
+    T, B, D = cache.x.shape
+    H = cache.w_hh.shape[1]
+    dt = cache.x.dtype
+    dout = _arr("dout", dout, dt, (T, B, H))
+    dh_n = None if dh_n is None else _arr("dh_n", dh_n, dt, (B, H))
+    return _backward_core(dout, dh_n, cache, None)
+
+
+def _backward_core(dout, dh_n, cache: GRUCache, ws):
+    """:func:`gru_backward` after validation; ``ws`` as in :func:`_forward_core`."""
     x, hs, gates, hid, mask = cache.x, cache.hs, cache.gates, cache.hid, cache.mask
     w_ih, w_hh = cache.w_ih, cache.w_hh
     T, B, D = x.shape
     H = w_hh.shape[1]
     dt = x.dtype
-    dout = _arr("dout", dout, dt, (T, B, H))
-    dh_n = np.zeros((B, H), dtype=dt) if dh_n is None else _arr("dh_n", dh_n, dt, (B, H))
+    dh_n = np.zeros((B, H), dtype=dt) if dh_n is None else dh_n
     K = _backend.kernels()
     seq = _use_seq_kernel(K, B, H)
-    dgi = np.empty((T, B, 3 * H), dtype=dt)  # gradients of the input pre-activations
+    # gradients of the input pre-activations; in a workspace they take the place of the
+    # forward's gi, which is dead once the forward is done
+    dgi = _empty(ws, "gi", (T, B, 3 * H), dt)
     if cache.variant == "torch":
-        dgh = np.empty((T, B, 3 * H), dtype=dt)  # … and of the hidden pre-activations
+        # the hidden pre-activations' gradient is [dr̄, dz̄, dn̄ ⊙ r]: its first two blocks are
+        # dgi's, so only the candidate block is stored
+        dgh_n = _empty(ws, "dgh_n", (T, B, H), dt)
         # per step (in the kernels): dz̄ = dh ⊙ (h_prev − n) ⊙ z(1−z), dn̄ = dh ⊙ (1−z) ⊙ (1−n²),
         # dr̄ = dn̄ ⊙ gh_n ⊙ r(1−r); dh_prev = dh ⊙ z + dgh · W_hh
-        args = (dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh)
+        args = (dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh_n)
         dh0 = K.torch_seq_backward(*args) if seq else K.torch_backward_loop(K, *args)
-        # one GEMM each after the loop: dW_hh = Σ_t dgh_tᵀ h_{t−1}
-        dw_hh = _flat(dgh).T @ _flat(hs[:-1])
-        db_hh = _flat(dgh).sum(axis=0)
+        # one GEMM each after the loop: dW_hh = Σ_t dgh_tᵀ h_{t−1} (column slices of the flat
+        # 2-D view go to BLAS as they are, without a copy)
+        g2, h2, n2 = _flat(dgi), _flat(hs[:-1]), _flat(dgh_n)
+        dw_hh = np.concatenate([g2[:, : 2 * H].T @ h2, n2.T @ h2])
+        db_hh = np.concatenate([g2[:, : 2 * H].sum(axis=0), n2.sum(axis=0)])
     else:
         # per step: dz̄ = dh ⊙ (h̃ − h_prev) ⊙ z(1−z), dn̄ = dh ⊙ z ⊙ (1−h̃²),
         # dr̄ = (dn̄ · U_n) ⊙ h_prev ⊙ r(1−r); dh_prev = dh ⊙ (1−z) + (dn̄ · U_n) ⊙ r + [dr̄, dz̄] · U_rz
@@ -393,13 +442,17 @@ class GRU(Module):
         rev = reverse_index(lengths, T)
 
         caches, drop_masks, h_n = [], [], np.empty((L * dirs, B, H), dtype=self.dtype)
+        m2 = None if mask is None else mask.reshape(T, B)
+        ws = self._workspace()
         inp = x
         for k in range(L):
             outs = []
             for d, sfx in enumerate(self._suffixes(k)):
+                i = k * dirs + d
                 xin = inp if d == 0 else _reverse(inp, rev)
-                out, h_n[k * dirs + d], cache = gru_forward(
-                    xin, h0[k * dirs + d], *self._layer_params(sfx), mask=mask, variant=self.variant
+                # everything is validated above: straight to the core, with reused arrays
+                out, h_n[i], cache = _forward_core(
+                    xin, h0[i], *self._layer_params(sfx), m2, self.variant, ws, key=i
                 )
                 outs.append(out if d == 0 else _reverse(out, rev))
                 caches.append(cache)
@@ -411,8 +464,17 @@ class GRU(Module):
                 inp = inp * drop
             drop_masks.append(drop)
         self._cache = (caches, drop_masks, rev, given_h0, (T, B))
-        out = np.ascontiguousarray(inp.transpose(1, 0, 2)) if self.batch_first else inp
+        if self.batch_first:
+            out = np.ascontiguousarray(inp.transpose(1, 0, 2))
+        else:  # a view into the workspace would change under the caller at the next call
+            out = inp.copy() if inp.base is not None else inp
         return out, h_n
+
+    def _workspace(self) -> _Workspace:
+        ws = getattr(self, "_ws", None)
+        if ws is None:
+            ws = self._ws = _Workspace()
+        return ws
 
     def backward(self, dout, dh_n=None):
         """Backpropagate through the last :meth:`forward`; fills :attr:`grads`.
@@ -457,8 +519,8 @@ class GRU(Module):
                 i = k * dirs + d
                 d_out = d_inp[..., d * H : (d + 1) * H]
                 d_out = np.ascontiguousarray(d_out) if d == 0 else _reverse(d_out, rev)
-                dx, dh0[i], dw_ih, dw_hh, db_ih, db_hh = gru_backward(
-                    d_out, None if dh_n is None else dh_n[i], caches[i]
+                dx, dh0[i], dw_ih, dw_hh, db_ih, db_hh = _backward_core(
+                    d_out, None if dh_n is None else dh_n[i], caches[i], self._workspace()
                 )
                 g[f"weight_ih{sfx}"][...] = dw_ih
                 g[f"weight_hh{sfx}"][...] = dw_hh

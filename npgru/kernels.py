@@ -133,15 +133,22 @@ def torch_forward_loop(K, gi, w_hh, b_hh, mask, hs, gates, hid):
         K.torch_step_forward(gi[t], gh, b_hh, hs[t], _at(mask, t), hs[t + 1], gates[t], hid[t])
 
 
-def torch_backward_loop(K, dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh):
-    """Time loop, backward: ``K.torch_step_backward`` then ``dmm = dgh_t · W_hh``; returns dh0."""
+def torch_backward_loop(K, dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh_n):
+    """Time loop, backward: ``K.torch_step_backward`` then ``dmm = dgh_t · W_hh``; returns dh0.
+
+    Only the candidate block of the hidden-side gradient is kept (``dgh_n`` (T, B, H)): the
+    other two blocks equal ``dgi``'s, so storing them would cost T·B·2H for nothing.
+    """
     T = dout.shape[0]
     dmm = np.zeros_like(dh_n)
     ddir = dh_n.copy()
+    H = dh_n.shape[1]
+    dgh = np.empty_like(dgi[0])  # this step's full (B, 3H) hidden-side gradient
     for t in range(T - 1, -1, -1):
-        K.torch_step_backward(dmm, ddir, dout[t], gates[t], hid[t], hs[t], _at(mask, t), dgi[t], dgh[t])
+        K.torch_step_backward(dmm, ddir, dout[t], gates[t], hid[t], hs[t], _at(mask, t), dgi[t], dgh)
+        dgh_n[t] = dgh[:, 2 * H :]
         # dh_prev = ddir + dgh · W_hh
-        np.matmul(dgh[t], w_hh, out=dmm)
+        np.matmul(dgh, w_hh, out=dmm)
     dmm += ddir
     return dmm
 
@@ -151,9 +158,10 @@ def torch_seq_forward(gi, w_hh, b_hh, mask, hs, gates, hid):
     torch_forward_loop(_self, gi, w_hh, b_hh, mask, hs, gates, hid)
 
 
-def torch_seq_backward(dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh):
-    """Backward over the whole sequence (writes ``dgi``, ``dgh``); returns ``dh0``."""
-    return torch_backward_loop(_self, dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh)
+def torch_seq_backward(dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh_n):
+    """Backward over the whole sequence (writes ``dgi`` and ``dgh_n`` = ``dn̄ ⊙ r``, the
+    candidate block of the hidden-side gradient); returns ``dh0``."""
+    return torch_backward_loop(_self, dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh_n)
 
 
 # ---------------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def test_sequence_kernels_match_twins(NB, variant, dtype, masked, bias):
         gates, hid = np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, H), dtype)
         fwd = getattr(K, f"{variant}_seq_forward")
         fwd(v["gi"], v["w_hh"], v["b_hh"], v["mask"], hs, gates, hid)
-        dgi, dgh = np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, 3 * H), dtype)
+        dgi, dgh = np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, H), dtype)
         bwd = getattr(K, f"{variant}_seq_backward")
         dh0 = bwd(v["dout"], v["dh_n"], gates, hid, hs, v["mask"], v["w_hh"], dgi, dgh)
         results.append((hs, gates, hid, dgi, dgh if variant == "torch" else dgi, dh0))
@@ -172,10 +172,10 @@ def test_loop_driver_with_compiled_steps_matches_twin(NB, variant, dtype):
         gates, hid = np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, H), dtype)
         getattr(NK, f"{variant}_forward_loop")(K, v["gi"], v["w_hh"], v["b_hh"], v["mask"], hs,
                                                gates, hid)
-        dgi, dgh = np.zeros_like(gates), np.zeros_like(gates)
+        dgi, dgh = np.zeros_like(gates), np.zeros_like(hid)
         dh0 = getattr(NK, f"{variant}_backward_loop")(K, v["dout"], v["dh_n"], gates, hid, hs,
                                                       v["mask"], v["w_hh"], dgi, dgh)
-        outs.append((hs, gates, dgi, dh0))
+        outs.append((hs, gates, dgi, dgh, dh0))
     for a, b in zip(*outs, strict=True):
         close(b, a, dtype)
 
@@ -389,3 +389,32 @@ def test_numba_twins_cover_every_kernel(NB):
     assert len(names) == 14
     for n in names:
         assert callable(getattr(NB, n)), n
+
+
+# ---------------------------------------------------------------------------------------
+# the GRU layer reuses its arrays between calls: results must not change under the caller
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_layer_outputs_survive_the_next_call(backend, batch_first, bidirectional):
+    rng = np.random.default_rng(8)
+    a = npgru.GRU(3, 4, 2, batch_first=batch_first, bidirectional=bidirectional, seed=0,
+                  dtype=np.float64)
+    b = npgru.GRU(3, 4, 2, batch_first=batch_first, bidirectional=bidirectional, seed=0,
+                  dtype=np.float64)
+    x1, x2 = rng.standard_normal((2, 5, 6, 3))
+    out1, h1 = a.forward(x1)
+    kept = out1.copy(), h1.copy()
+    out2, _ = a.forward(x2)  # reuses a's arrays
+    np.testing.assert_array_equal(out1, kept[0])
+    np.testing.assert_array_equal(h1, kept[1])
+    dout = rng.standard_normal(out2.shape)
+    dx_a, _ = a.backward(dout)
+    ref2, _ = b.forward(x2)
+    dx_b, _ = b.backward(dout)
+    np.testing.assert_array_equal(out2, ref2)
+    np.testing.assert_array_equal(dx_a, dx_b)
+    np.testing.assert_array_equal(a.flat_grads, b.flat_grads)
+    x3 = x1[:, :2]  # a new shape: new arrays
+    out3, _ = a.forward(x3)
+    assert out3.shape == (*x3.shape[:2], 8 if bidirectional else 4)
