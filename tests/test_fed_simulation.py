@@ -220,6 +220,13 @@ def test_duplicate_client_ids_are_refused():
         make_sim(data=[c, c]).run()
 
 
+def test_a_client_with_mismatched_arrays_is_refused_up_front():
+    c = classification_data().clients[0]
+    bad = ClientData("bad", c.x_train, c.y_train[:-1], c.x_test, c.y_test)
+    with pytest.raises(ValueError, match="'bad'.*same number of examples"):
+        make_sim(data=[c, bad]).run()
+
+
 # -- checkpoints ------------------------------------------------------------------------------
 @pytest.mark.parametrize("strategy_cls", [fed.FedAdam, fed.Scaffold])
 def test_resume_from_a_checkpoint_is_bit_identical(tmp_path, strategy_cls):

@@ -217,6 +217,15 @@ class Simulation:
         ids = [c.client_id for c in clients]
         if len(set(ids)) != len(ids):
             raise ValueError("client ids must be unique")
+        for c in clients:
+            for split in ("train", "test"):
+                n = len(getattr(c, f"x_{split}"))
+                lengths = getattr(c, f"lengths_{split}")
+                if len(getattr(c, f"y_{split}")) != n or (lengths is not None and len(lengths) != n):
+                    raise ValueError(
+                        f"client {c.client_id!r}: x_{split}, y_{split} (and lengths_{split}) "
+                        "must have the same number of examples"
+                    )
         return clients
 
     def _check_settings(self) -> None:
