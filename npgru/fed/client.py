@@ -14,13 +14,14 @@ import math
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..datasets.base import ClientData
 from ..optim import SGD, Adam, AdamW, clip_grad_norm
+from ..train import minibatches
 from .sampling import MODEL, TRAINING, make_rng, make_seed_sequence
 
 
@@ -194,6 +195,14 @@ class ClientTimeout(RuntimeError):
     """Raised inside a local update that ran past its time budget."""
 
 
+def _epochs(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Minibatch indices, epoch after epoch, so that a step budget may end mid-epoch."""
+    # A single full batch keeps its order: shuffling it would only change the rounding.
+    shuffle = rng if n > batch_size else None
+    while True:
+        yield from minibatches(n, batch_size, shuffle)
+
+
 def local_update(model, data: ClientData, ins: FitIns, training: LocalTraining) -> FitRes:
     """Train ``model`` (already holding the global parameters) on ``data``; return the delta.
 
@@ -225,13 +234,7 @@ def local_update(model, data: ClientData, ins: FitIns, training: LocalTraining) 
     rng = ins.rng()
     start = time.perf_counter()
     loss_sum = 0.0
-    per_epoch = math.ceil(n / training.batch_size)
-    for step in range(steps):
-        batch_index = step % per_epoch
-        if batch_index == 0:
-            # A full batch is used in its own order: shuffling would only change rounding.
-            order = rng.permutation(n) if per_epoch > 1 else np.arange(n)
-        idx = order[batch_index * training.batch_size : (batch_index + 1) * training.batch_size]
+    for step, idx in zip(range(steps), _epochs(n, training.batch_size, rng), strict=False):
         lengths = None if data.lengths_train is None else data.lengths_train[idx]
         loss, _ = model.loss_and_grad(data.x_train[idx], data.y_train[idx], lengths)
         for hook in ins.hooks:
