@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import numpy as np
@@ -30,6 +32,8 @@ def faulty_update(model, data, ins, training):
     cid = ins.client_id
     if cid.endswith("raise"):
         raise RuntimeError("boom")
+    if cid.endswith("crash"):  # the process dies: a segfault or the OOM killer
+        os.kill(os.getpid(), signal.SIGKILL)
     res = fed.local_update(model, data, ins, training)
     if cid.endswith("nan"):
         res.delta[0] = np.nan

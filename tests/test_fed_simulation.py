@@ -156,6 +156,19 @@ def test_a_result_that_cannot_cross_processes_is_dropped():
     assert record["ok"] == ["c0"] and record["dropped"]["c1unpicklable"].startswith("executor:")
 
 
+def test_a_worker_that_dies_costs_only_its_client():
+    clients = faulty_clients(["", "crash", "", ""])
+    sim = make_sim(data=clients, clients_per_round=4, rounds=2, local_update=faulty_update,
+                   executor="process", workers=2)
+    history = sim.run()
+    for record in history:
+        assert record["status"] == "ok" and record["ok"] == ["c0", "c2", "c3"]
+        assert "died" in record["dropped"]["c1crash"]
+    ref = make_sim(data=[clients[0], clients[2], clients[3]], clients_per_round=3, rounds=2)
+    ref.run()
+    np.testing.assert_array_equal(sim.model_.flat_params, ref.model_.flat_params)
+
+
 def test_a_client_whose_evaluation_fails_is_recorded():
     clients = faulty_clients(["", ""])
     clients[1].y_test = clients[1].y_test + 10  # class ids out of range

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import mmap
 import multiprocessing as mp
 import os
@@ -117,8 +116,8 @@ class SerialExecutor(Executor):
 _worker: dict = {}
 
 
-def _init_worker(model, clients, training, update, params_buffer, slots_buffer, dtype, size,
-                 num_slots):
+def _init_worker(model, clients, training, update, params_buffer, slots_buffer, pids_buffer,
+                 dtype, size, num_slots):
     # Entered for the worker's whole life: the workers are the parallelism.
     single_blas_thread().__enter__()
     _worker.update(
@@ -129,12 +128,14 @@ def _init_worker(model, clients, training, update, params_buffer, slots_buffer, 
         size=size,
         params=np.frombuffer(params_buffer, dtype=dtype, count=size),
         slots=np.frombuffer(slots_buffer, dtype=np.float64).reshape(num_slots, size),
+        pids=np.frombuffer(pids_buffer, dtype=np.int64, count=num_slots),
     )
 
 
 def _fit_one(ins: FitIns, slot: int) -> tuple[FitRes, bool]:
     """Run one update; put a well-formed delta into the shared ``slot`` instead of the pipe."""
     w = _worker
+    w["pids"][slot] = os.getpid()  # so the parent can tell if this task's process dies
     res = run_fit(w["update"], w["model"], w["clients"][ins.client_id], w["params"], ins,
                   w["training"])
     d = res.delta
@@ -145,9 +146,27 @@ def _fit_one(ins: FitIns, slot: int) -> tuple[FitRes, bool]:
     return res, False  # anything malformed travels as is, for the loop to reject and report
 
 
-def _evaluate_one(client_id: str) -> EvalRes:
+def _evaluate_one(client_id: str, slot: int) -> EvalRes:
     w = _worker
+    w["pids"][slot] = os.getpid()
     return evaluate_client(w["model"], w["clients"][client_id], w["params"])
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still exists (0: the task has not started, so yes)."""
+    if pid == 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class WorkerDied(RuntimeError):
+    """The worker process running a task exited before returning its result."""
 
 
 class ProcessExecutor(Executor):
@@ -158,6 +177,8 @@ class ProcessExecutor(Executor):
     round into a shared memory map that every worker reads, and each delta comes back through
     one of a few shared result slots; only the small instructions and metadata cross the
     pipes. At most ``2 × workers`` tasks are in flight, so memory stays O(workers × model).
+    A worker that dies in a task (a segfault, the OOM killer) costs only that task: the client is
+    reported failed and the pool starts a replacement worker.
 
     Parameters
     ----------
@@ -190,10 +211,13 @@ class ProcessExecutor(Executor):
         self._params = np.frombuffer(self._params_buffer, dtype=dtype, count=size)
         self._slots = np.frombuffer(self._slots_buffer, dtype=np.float64).reshape(
             self._num_slots, size)
+        # which process runs the task in each slot (0: not started yet)
+        self._pids_buffer = mmap.mmap(-1, self._num_slots * 8)
+        self._pids = np.frombuffer(self._pids_buffer, dtype=np.int64)
         self._pool = mp.get_context("fork").Pool(
             workers, _init_worker,
             (model, list(clients), training, update, self._params_buffer, self._slots_buffer,
-             dtype, size, self._num_slots),
+             self._pids_buffer, dtype, size, self._num_slots),
         )
         self._workers = workers
 
@@ -206,6 +230,7 @@ class ProcessExecutor(Executor):
             ins = next(queue, None)
             if ins is not None:
                 slot = free.pop()
+                self._pids[slot] = 0
                 pending.append((ins, slot, self._pool.apply_async(_fit_one, (ins, slot))))
 
         for _ in range(self._num_slots):
@@ -213,7 +238,7 @@ class ProcessExecutor(Executor):
         while pending:
             ins, slot, handle = pending.popleft()
             try:
-                res, in_slot = handle.get()
+                res, in_slot = self._wait(handle, slot)
             except Exception as e:  # noqa: BLE001 - e.g. a result that cannot be pickled
                 res, in_slot = FitRes(ins.client_id, error=f"executor: {type(e).__name__}: {e}"), False
             if in_slot:
@@ -224,8 +249,40 @@ class ProcessExecutor(Executor):
 
     def evaluate(self, params, client_ids):
         self._params[...] = params
-        chunk = max(1, math.ceil(len(client_ids) / (4 * self._workers)))
-        yield from self._pool.imap(_evaluate_one, client_ids, chunk)
+        queue, free, pending = iter(client_ids), list(range(self._num_slots)), deque()
+
+        def submit() -> None:
+            cid = next(queue, None)
+            if cid is not None:
+                slot = free.pop()
+                self._pids[slot] = 0
+                pending.append((cid, slot, self._pool.apply_async(_evaluate_one, (cid, slot))))
+
+        for _ in range(self._num_slots):
+            submit()
+        while pending:
+            cid, slot, handle = pending.popleft()
+            try:
+                res = self._wait(handle, slot)
+            except Exception as e:  # noqa: BLE001 - reported like a failing evaluation
+                res = EvalRes(cid, 0, {}, error=f"executor: {type(e).__name__}: {e}")
+            free.append(slot)
+            submit()
+            yield res
+
+    def _wait(self, handle, slot: int):
+        """``handle``'s result, or :class:`WorkerDied` if the process running it is gone.
+
+        ``multiprocessing.Pool`` replaces a dead worker but never resolves the task it held,
+        so a plain ``get()`` would wait forever.
+        """
+        while True:
+            try:
+                return handle.get(timeout=0.2)
+            except mp.TimeoutError:
+                pid = int(self._pids[slot])
+                if not _alive(pid) and not handle.ready():
+                    raise WorkerDied(f"worker process {pid} died while running the task") from None
 
     def close(self):
         pool = getattr(self, "_pool", None)
@@ -233,7 +290,7 @@ class ProcessExecutor(Executor):
             pool.terminate()
             pool.join()
             # The maps are unmapped when the last view goes (a caller may still hold a delta).
-            del self._params, self._slots, self._params_buffer, self._slots_buffer
+            del self._params, self._slots, self._params_buffer, self._slots_buffer, self._pids
             self._pool = None
 
 
