@@ -334,7 +334,7 @@ def make_parser() -> argparse.ArgumentParser:
     _data_options(p)
     _model_options(p)
     g = p.add_argument_group("rounds")
-    g.add_argument("--rounds", type=int, default=20, help="federated rounds")
+    g.add_argument("--rounds", type=int, default=40, help="federated rounds")
     g.add_argument("--clients-per-round", type=_clients_per_round, default=10,
                    help="clients sampled per round: a count, or a fraction of all clients")
     g.add_argument("--min-clients", type=int, default=1,

@@ -416,8 +416,10 @@ def from_options(strategy: Strategy, data: FederatedData, clients_per_round: int
                  dp_clip: float | None = None, dp_noise: float = 0.0, dp_delta: float = 1e-5,
                  secure_agg: bool = False, compress: str | None = None, aggregator: str = "mean",
                  attack: str | None = None, fednova: bool = False,
-                 seed: int = 0) -> tuple[Extended, FederatedData]:
+                 seed: int = 0) -> tuple[Strategy, FederatedData]:
     """The :class:`Extended` strategy (and data) that ``npgru federate``'s options describe.
+
+    With no option set, ``strategy`` itself comes back unchanged.
 
     Parameters mirror the flags ``--dp-clip``, ``--dp-noise``, ``--dp-delta``, ``--secure-agg``,
     ``--compress``, ``--aggregator``, ``--attack`` and ``--fednova``. Attackers are a seeded
@@ -451,6 +453,8 @@ def from_options(strategy: Strategy, data: FederatedData, clients_per_round: int
             per_round = clients_per_round_count(clients_per_round, len(data.clients))
             robust = make_aggregator(aggregator)(1, True)
             check_tolerance(robust, per_round, round(fraction * per_round))
+    if dp is None and not (secure_agg or compress or hooks or fednova) and aggregator == "mean":
+        return strategy, data  # nothing to add: the plain strategy
     extended = Extended(strategy, dp=dp, secure_agg=SecureAggregation() if secure_agg else None,
                         compress=compress, aggregator=aggregator, fednova=fednova,
                         client_hooks=hooks, seed=seed)

@@ -90,6 +90,8 @@ class Strategy:
 
     # Names of the float64 server-state vectors a subclass keeps (allocated by initialize).
     state_names: tuple[str, ...] = ()
+    # The fewest valid updates a round needs for this strategy's aggregate to be defined.
+    min_clients: int = 1
 
     def __init__(self, *, server_lr: float = 1.0, weighted: bool = True,
                  aggregator: Callable = WeightedMean):
