@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) benchmarks/accuracy.py
+	$(VENV)/bin/npgru federate --out runs/demo
 
 # NPGRU_REQUIRE=torch,numba: a parity or backend test that cannot import them fails
 # instead of being skipped, so a green run means they ran.
