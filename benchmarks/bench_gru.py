@@ -104,19 +104,27 @@ def stats(samples: list[float]) -> dict:
 
 
 def interleave(fns: dict, runs: int, warmup: int, inner: int = 1) -> dict:
-    """Time every callable ``runs`` times, one call of each per round, rotating the order.
+    """Time every callable ``runs`` times, one sample of each per round, rotating the order.
 
-    ``inner`` calls make one sample (for µs-scale calls); samples are per call.
+    ``fns`` maps a name to ``fn`` or to ``(setup, fn)``; ``setup`` (e.g. choosing the npgru
+    backend) runs before each sample, outside the timed region. ``inner`` calls make one
+    sample (for µs-scale calls); samples are per call.
     """
-    names = list(fns)
+    pairs = {n: (f if isinstance(f, tuple) else (None, f)) for n, f in fns.items()}
+    names = list(pairs)
     for name in names:
+        setup, fn = pairs[name]
+        if setup:
+            setup()
         for _ in range(warmup):
-            fns[name]()
+            fn()
     samples: dict[str, list[float]] = {n: [] for n in names}
     for r in range(runs):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
-            fn = fns[name]
+            setup, fn = pairs[name]
+            if setup:
+                setup()
             t0 = time.perf_counter()
             for _ in range(inner):
                 fn()
@@ -151,10 +159,7 @@ def bench_config(name, cfg, torch, runs, warmup, backends):
     fwd, fb, step = {}, {}, {}
 
     def on(backend, fn):
-        def run():
-            npgru.set_backend(backend)
-            return fn()
-        return run
+        return (lambda: npgru.set_backend(backend)), fn
 
     def np_fwd():
         gru.forward(x)

@@ -569,23 +569,26 @@ class GRU(Module):
         if x.ndim != 2 or x.shape[1] != D or x.shape[0] == 0:
             raise ValueError(f"x must have shape (B, {D}) (one step, batch B ≥ 1), got {x.shape}")
         B = x.shape[0]
+        shape = (L, B, H)
         if h is None:
-            h = np.zeros((L, B, H), dtype=dt)
+            h = np.zeros(shape, dtype=dt)
         elif not (type(h) is np.ndarray and h.dtype == dt and h.flags.c_contiguous):
             h = as_real_array("h", h, dt, ndim=3)
-        check_shape("h", h, (L, B, H))
+        if h.shape != shape:
+            check_shape("h", h, shape)  # raises with the message
         if out is None:
-            out = np.empty((L, B, H), dtype=dt)
+            out = np.empty(shape, dtype=dt)
         else:
             if not (type(out) is np.ndarray and out.dtype == dt and out.flags.c_contiguous):
-                raise TypeError(f"out must be a C-contiguous {dt} ndarray of shape {(L, B, H)}")
-            check_shape("out", out, (L, B, H))
+                raise TypeError(f"out must be a C-contiguous {dt} ndarray of shape {shape}")
+            if out.shape != shape:
+                check_shape("out", out, shape)
         K = _backend.kernels()
         st = getattr(self, "_stream", None)
         if st is None or st[0] != B or st[1] is not self.params or st[2] is not K:
             st = self._stream_state(B, K)
-        _, _, _, kernel, offs, zeros, classic, work, hbuf = st
-        if not kernel(x, h, self.flat_params, offs, zeros, classic, out, work, hbuf):
+        _, _, _, kernel, offs, work, hbuf = st
+        if not kernel(x, h, self.flat_params, offs, out, work, hbuf):
             raise ValueError("x and h must be finite (no NaN or Inf)")
         return out
 
@@ -613,10 +616,11 @@ class GRU(Module):
         # the compiled kernel multiplies with loops: right for small shapes; BLAS for big ones
         D = max(self.input_size, H)
         small = getattr(K, "COMPILED", False) and B * 3 * H * (D + H) <= 2 * SEQ_KERNEL_MAX_MACS
-        kernel = (K if small else _numpy_kernels).stream_step
-        self._stream = (B, self.params, K, kernel, offs, np.zeros(3 * H, dtype=dt),
-                        self.variant == "classic", np.empty((3, B, 3 * H), dtype=dt),
-                        np.empty((B, H), dtype=dt))
+        mod = K if small else _numpy_kernels
+        kernel = mod.classic_stream_step if self.variant == "classic" else mod.stream_step
+        work = np.empty((4, B, 3 * H), dtype=dt)
+        work[3] = 0  # the zero bias of a layer without bias
+        self._stream = (B, self.params, K, kernel, offs, work, np.empty((B, H), dtype=dt))
         return self._stream
 
     __call__ = forward

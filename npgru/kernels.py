@@ -274,7 +274,7 @@ def classic_seq_backward(dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh=None):
 # streaming cells: one step of one layer, nothing kept for backward
 # ---------------------------------------------------------------------------------------
 def torch_cell(x, h_prev, w_ih, w_hh, b_ih, b_hh, h, work):
-    """``h = GRUCell(x, h_prev)``, PyTorch form. ``work`` is scratch of shape (3, B, 3H)."""
+    """``h = GRUCell(x, h_prev)``, PyTorch form. ``work`` is scratch of shape (≥3, B, 3H)."""
     H = h.shape[1]
     gi, gh = work[0], work[1]
     np.matmul(x, w_ih.T, out=gi)
@@ -296,7 +296,7 @@ def torch_cell(x, h_prev, w_ih, w_hh, b_ih, b_hh, h, work):
 
 
 def classic_cell(x, h_prev, w_ih, w_hh, b_ih, b_hh, h, work):
-    """One classic-form step. ``work`` is scratch of shape (3, B, 3H)."""
+    """One classic-form step. ``work`` is scratch of shape (≥3, B, 3H)."""
     H = h.shape[1]
     gi, g, w2 = work[0], work[1], work[2]
     np.matmul(x, w_ih.T, out=gi)
@@ -319,19 +319,20 @@ def classic_cell(x, h_prev, w_ih, w_hh, b_ih, b_hh, h, work):
     h += h_prev
 
 
-def stream_step(x, h, flat, offs, zeros, classic, out, work, hbuf) -> bool:
-    """One step of every layer for streaming inference (``GRU.step``).
+def stream_step(x, h, flat, offs, out, work, hbuf, cell=None) -> bool:
+    """One step of every layer for streaming inference (``GRU.step``), PyTorch form.
 
     ``x`` (B, D), ``h`` and ``out`` (L, B, H) (``out`` may be ``h``). Layer ``k``'s
     parameters are read from the flat parameter vector at offsets
     ``offs[k] = [w_ih, w_hh, b_ih, b_hh, D_k]`` (−1 for an absent bias, which reads
-    ``zeros``). ``work`` (3, B, 3H) and ``hbuf`` (B, H) are scratch. Returns ``False``,
-    writing nothing, if ``x`` or ``h`` holds NaN or Inf.
+    ``work[3, 0]``, kept zero). ``work`` (4, B, 3H) and ``hbuf`` (B, H) are scratch. Returns
+    ``False``, writing nothing, if ``x`` or ``h`` holds NaN or Inf.
     """
     L, B, H = h.shape
     if not all_finite(x.reshape(-1), h.reshape(-1)):
         return False
-    cell = classic_cell if classic else torch_cell
+    cell = torch_cell if cell is None else cell
+    zeros = work[3, 0]
     inp = x
     for k in range(L):
         o = offs[k]
@@ -344,6 +345,11 @@ def stream_step(x, h, flat, offs, zeros, classic, out, work, hbuf) -> bool:
         out[k] = hbuf
         inp = out[k]
     return True
+
+
+def classic_stream_step(x, h, flat, offs, out, work, hbuf) -> bool:
+    """:func:`stream_step` for the classic form."""
+    return stream_step(x, h, flat, offs, out, work, hbuf, classic_cell)
 
 
 _ZEROS: dict = {}  # dtype -> a zero vector, grown when needed, never written
