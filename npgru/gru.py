@@ -6,6 +6,11 @@ the input projection of all steps is one GEMM, each step does one hidden GEMM (t
 classic variant) plus the element-wise gate math from :mod:`npgru.kernels`, and the weight
 gradients are one GEMM each after the reverse loop. The :class:`GRU` layer only composes them
 over layers and directions. Equations: DESIGN §1.
+
+Speed (issue 3, ``benchmarks/bench_gru.py``): on the Numba backend, small batch × hidden sizes
+run the whole time loop in one compiled call (:mod:`npgru._numba_kernels`), larger ones a
+Python loop of one BLAS GEMM and one fused gate kernel per step. The :class:`GRU` layer reuses
+its big arrays from call to call (:class:`_Workspace`) and streams with :meth:`GRU.step`.
 """
 
 from __future__ import annotations
