@@ -209,7 +209,7 @@ def cmd_federate(args) -> None:
         min_clients=max(args.min_clients, strategy.min_clients),
         local_epochs=args.local_epochs, batch_size=args.batch_size, optimizer=args.optimizer,
         lr=args.lr, clip_norm=args.clip_norm, executor=args.executor, workers=args.workers,
-        eval_every=args.eval_every, federated_eval=not args.no_federated_eval,
+        eval_every=args.eval_every, federated_eval=args.federated_eval,
         checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every, seed=args.seed,
     )
     if not args.quiet:
@@ -345,8 +345,9 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=None,
                    help="processes for --executor process (default: CPU count)")
     g.add_argument("--eval-every", type=int, default=1, help="evaluate every this many rounds")
-    g.add_argument("--no-federated-eval", action="store_true",
-                   help="skip the per-client evaluation (centralised test metrics only)")
+    g.add_argument("--federated-eval", action="store_true",
+                   help="also evaluate on every client's test split each round (per-client "
+                        "metrics, weighted mean, worst decile); doubles the evaluation time")
     g.add_argument("--checkpoint-every", type=int, default=1,
                    help="write DIR/checkpoint.npz every this many rounds")
     g.add_argument("--resume", action="store_true",

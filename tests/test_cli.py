@@ -82,7 +82,7 @@ def test_train_writes_history_model_curves_then_generate(tmp_path):
     assert first.stdout.startswith("ROMEO:") and len(first.stdout.rstrip("\n")) >= 40
 
 
-FED = [*TINY, "--clients-per-round", "2", "--batch-size", "16", "--no-federated-eval"]
+FED = [*TINY, "--clients-per-round", "2", "--batch-size", "16"]
 
 
 def test_federate_writes_the_promised_files_and_fields(tmp_path):
@@ -122,8 +122,11 @@ def test_federate_with_privacy_compression_and_a_robust_aggregator(tmp_path):
     assert 0 < eps[0] < eps[1]
     assert history[0]["bytes_up"] > 0
     out = tmp_path / "robust"
-    assert main(["federate", *FED, "--clients-per-round", "3", "--rounds", "1",
+    assert main(["federate", *FED, "--clients-per-round", "3", "--rounds", "1", "--federated-eval",
                  "--attack", "signflip:0.3", "--aggregator", "median", "--out", str(out)]) == 0
+    record = json.loads((out / "history.json").read_text())[0]
+    assert len(record["fed_clients"]) == 3  # every client, not only the sampled ones
+    assert 0 <= record["fed_accuracy_worst10"] <= record["fed_accuracy"] <= 1
 
 
 @pytest.mark.parametrize(
