@@ -40,6 +40,12 @@ if __name__ == "__main__" and os.environ.get(_CHILD) is None:
     # threads on 2 cores, the two pools starve each other (torch's tiny fwd+bwd went from
     # ≈8 ms to ≈120 ms here). Passive waiting keeps the comparison about the GRUs.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # glibc hands blocks ≥ 128 KiB back to the system on free unless earlier frees raised its
+    # (dynamic) threshold, so each contender's speed depended on what the others had freed:
+    # torch's tiny fwd+bwd moved 2.4 → 7.5 ms when npgru stopped freeing big arrays. Fixed
+    # thresholds keep freed memory in the heap for everybody (no page faults on reuse).
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 * 2**20))
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(512 * 2**20))
     env[_CHILD] = json.dumps(removed)
     # the BLAS reads these when it loads, so the process must start again without them
     os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
@@ -358,7 +364,8 @@ def markdown(results: dict) -> str:
         "",
         f"BLAS: {blas}; "
         f"removed for this run: {meta['env_removed'] or 'nothing'}; "
-        f"OMP_WAIT_POLICY={meta.get('omp_wait_policy')}. "
+        f"OMP_WAIT_POLICY={meta.get('omp_wait_policy')}; glibc malloc "
+        + ", ".join(f"{k}={v}" for k, v in (meta.get("malloc") or {}).items()) + ". "
         f"GEMM peak measured in this run: **{results['gemm_peak_gflops']:.0f} GFLOP/s** "
         f"(float32, 1024³).",
         "",
@@ -497,6 +504,8 @@ def main(argv=None) -> int:
             "blas": blas_info(),
             "env_removed": json.loads(os.environ.get(_CHILD) or "{}"),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "malloc": {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_",
+                                                       "MALLOC_TRIM_THRESHOLD_")},
             "runs": runs,
             "warmup": warmup,
         }

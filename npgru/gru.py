@@ -243,7 +243,9 @@ def _backward_core(dout, dh_n, cache: GRUCache, ws):
     if cache.variant == "torch":
         # the hidden pre-activations' gradient is [dr̄, dz̄, dn̄ ⊙ r]: its first two blocks are
         # dgi's, so only the candidate block is stored
-        dgh_n = _empty(ws, "dgh_n", (T, B, H), dt)
+        # In the layer (one backward per forward) it overwrites hid: step t's hn_t is read
+        # before its dgh_n_t is written, and neither is needed again.
+        dgh_n = np.empty((T, B, H), dtype=dt) if ws is None else hid
         # per step (in the kernels): dz̄ = dh ⊙ (h_prev − n) ⊙ z(1−z), dn̄ = dh ⊙ (1−z) ⊙ (1−n²),
         # dr̄ = dn̄ ⊙ gh_n ⊙ r(1−r); dh_prev = dh ⊙ z + dgh · W_hh
         args = (dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh_n)
