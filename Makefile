@@ -16,10 +16,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/npgru federate --out runs/demo
 
-# NPGRU_REQUIRE=torch,numba: a parity or backend test that cannot import them fails
-# instead of being skipped, so a green run means they ran.
+# NPGRU_REQUIRE: a test whose package (all in the test extra) cannot be imported fails instead
+# of being skipped, so a green run means the parity, backend, ONNX, accountant and notebook
+# tests ran. Only the heavy optional extras (ray, flower) may skip.
+REQUIRED := torch,numba,onnx,onnxruntime,dp_accounting,threadpoolctl,nbformat,nbclient,ipykernel
 test: $(STAMP)
-	NPGRU_REQUIRE=torch,numba $(PY) -m pytest -q
+	NPGRU_REQUIRE=$(REQUIRED) $(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
