@@ -92,10 +92,9 @@ def build_model(data, args):
 
 def write_json(path: str, obj) -> None:
     """Write ``obj`` as JSON atomically (temp file + rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    from ._atomic import write_atomic
+
+    write_atomic(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
 
 
 def sample_text(model, prompt: str, n: int, temperature: float, seed: int) -> str:

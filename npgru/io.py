@@ -3,8 +3,8 @@
 A model file is an ``.npz`` archive: the parameters under ``param/<name>`` (PyTorch's names)
 and, under ``__npgru__``, a one-element string array holding JSON ``{"format", "version",
 "class", "config"}`` so :func:`load` can rebuild the architecture. Writes go to a temporary
-file in the same directory and are moved into place with ``os.replace``, so a crash leaves
-either the old file or the new one, never half of one. Reads use ``allow_pickle=False``.
+file in the same directory and are moved into place (:func:`~npgru._atomic.write_atomic`), so
+a crash leaves either the old file or the new one, never half of one. Reads use ``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
 
 import numpy as np
 
+from ._atomic import write_atomic
 from .gru import GRU
 from .models import CharLM, SequenceClassifier, SequenceRegressor
 from .module import Module
@@ -49,19 +49,7 @@ def save(model: Module, path: str | os.PathLike) -> None:
     meta = {"format": FORMAT, "version": VERSION, "class": name, "config": model.config()}
     arrays = {META_KEY: np.array([json.dumps(meta)])}
     arrays.update({PARAM_PREFIX + k: v for k, v in model.params.items()})
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".npgru-", suffix=".tmp",
-                               dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def load(path: str | os.PathLike) -> Module:
@@ -88,7 +76,7 @@ def load(path: str | os.PathLike) -> Module:
     if META_KEY not in arrays:
         raise ValueError(f"{path} is not an npgru model file: it has no {META_KEY!r} entry")
     try:
-        meta = _parse_meta(arrays.pop(META_KEY))
+        meta = read_meta(arrays.pop(META_KEY), FORMAT, VERSION)
         model = MODEL_CLASSES[meta["class"]](**meta["config"])
         model.load_state_dict(
             {k[len(PARAM_PREFIX) :]: v for k, v in arrays.items() if k.startswith(PARAM_PREFIX)}
@@ -101,14 +89,20 @@ def load(path: str | os.PathLike) -> Module:
     return model
 
 
-def _parse_meta(entry: np.ndarray) -> dict:
+def read_meta(entry: np.ndarray | None, fmt: str, version: int) -> dict:
+    """The JSON header of an npgru ``.npz`` file, checked: format, version, class and config.
+
+    Shared by model files and quantized weight files (:mod:`npgru.quantize`).
+    """
+    if entry is None:
+        raise ValueError(f"no {META_KEY!r} entry")
     if entry.dtype.kind != "U" or entry.shape != (1,):
         raise ValueError(f"{META_KEY} must be a one-element string array")
     meta = json.loads(str(entry[0]))
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{META_KEY} does not describe an {FORMAT!r} file")
-    if meta.get("version") != VERSION:
-        raise ValueError(f"format version {meta.get('version')!r} is not supported ({VERSION})")
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise ValueError(f"{META_KEY} does not describe an {fmt!r} file")
+    if meta.get("version") != version:
+        raise ValueError(f"format version {meta.get('version')!r} is not supported ({version})")
     if meta.get("class") not in MODEL_CLASSES or not isinstance(meta.get("config"), dict):
         raise ValueError(f"unknown model class {meta.get('class')!r}")
     return meta

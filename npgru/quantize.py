@@ -23,7 +23,7 @@ import os
 import numpy as np
 
 from ._atomic import write_atomic
-from .io import _READ_ERRORS, MODEL_CLASSES
+from .io import _READ_ERRORS, MODEL_CLASSES, read_meta
 from .module import Module
 
 FORMAT, VERSION = "npgru-quantized", 1
@@ -159,17 +159,7 @@ def _dequantize(arrays: dict[str, np.ndarray], params: dict) -> dict[str, np.nda
 
 
 def _parse_meta(entry: np.ndarray | None) -> dict:
-    if entry is None:
-        raise ValueError(f"no {META_KEY!r} entry")
-    if entry.dtype.kind != "U" or entry.shape != (1,):
-        raise ValueError(f"{META_KEY} must be a one-element string array")
-    meta = json.loads(str(entry[0]))
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{META_KEY} does not describe an {FORMAT!r} file")
-    if meta.get("version") != VERSION:
-        raise ValueError(f"format version {meta.get('version')!r} is not supported ({VERSION})")
-    if meta.get("class") not in MODEL_CLASSES or not isinstance(meta.get("config"), dict):
-        raise ValueError(f"unknown model class {meta.get('class')!r}")
+    meta = read_meta(entry, FORMAT, VERSION)
     if meta.get("scheme") not in SCHEMES:
         raise ValueError(f"unknown scheme {meta.get('scheme')!r}")
     return meta

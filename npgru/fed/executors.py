@@ -224,51 +224,48 @@ class ProcessExecutor(Executor):
     def fit(self, params, tasks):
         # Safe to overwrite: the loop consumes every result of a round before the next one.
         self._params[...] = params
-        queue, free, pending = iter(tasks), list(range(self._num_slots)), deque()
-
-        def submit() -> None:
-            ins = next(queue, None)
-            if ins is not None:
-                slot = free.pop()
-                self._pids[slot] = 0
-                pending.append((ins, slot, self._pool.apply_async(_fit_one, (ins, slot))))
-
-        for _ in range(self._num_slots):
-            submit()
-        while pending:
-            ins, slot, handle = pending.popleft()
-            try:
-                res, in_slot = self._wait(handle, slot)
-            except Exception as e:  # noqa: BLE001 - e.g. a result that cannot be pickled
-                res, in_slot = FitRes(ins.client_id, error=f"executor: {type(e).__name__}: {e}"), False
-            if in_slot:
-                res.delta = self._slots[slot]
+        for ins, slot, outcome in self._in_order(_fit_one, tasks):
+            if isinstance(outcome, Exception):  # e.g. a result that cannot be pickled
+                res = FitRes(ins.client_id, error=f"executor: {type(outcome).__name__}: {outcome}")
+            else:
+                res, in_slot = outcome
+                if in_slot:
+                    res.delta = self._slots[slot]
             yield res
-            free.append(slot)  # the consumer has moved on: the slot may be overwritten
-            submit()
 
     def evaluate(self, params, client_ids):
         self._params[...] = params
-        queue, free, pending = iter(client_ids), list(range(self._num_slots)), deque()
+        for cid, _, outcome in self._in_order(_evaluate_one, client_ids):
+            if isinstance(outcome, Exception):  # reported like a failing evaluation
+                outcome = EvalRes(cid, 0, {}, error=f"executor: {type(outcome).__name__}: {outcome}")
+            yield outcome
+
+    def _in_order(self, fn, items):
+        """Yield ``(item, slot, fn(item, slot) or the exception it raised)`` in ``items`` order.
+
+        At most one task per slot is in flight; a slot is handed out again only once the
+        consumer has moved past its result, so a result living in a slot stays valid.
+        """
+        queue, free, pending = iter(items), list(range(self._num_slots)), deque()
 
         def submit() -> None:
-            cid = next(queue, None)
-            if cid is not None:
+            item = next(queue, None)
+            if item is not None:
                 slot = free.pop()
                 self._pids[slot] = 0
-                pending.append((cid, slot, self._pool.apply_async(_evaluate_one, (cid, slot))))
+                pending.append((item, slot, self._pool.apply_async(fn, (item, slot))))
 
         for _ in range(self._num_slots):
             submit()
         while pending:
-            cid, slot, handle = pending.popleft()
+            item, slot, handle = pending.popleft()
             try:
-                res = self._wait(handle, slot)
-            except Exception as e:  # noqa: BLE001 - reported like a failing evaluation
-                res = EvalRes(cid, 0, {}, error=f"executor: {type(e).__name__}: {e}")
-            free.append(slot)
+                outcome = self._wait(handle, slot)
+            except Exception as e:  # noqa: BLE001 - the caller turns it into a recorded failure
+                outcome = e
+            yield item, slot, outcome
+            free.append(slot)  # the consumer has moved on: the slot may be overwritten
             submit()
-            yield res
 
     def _wait(self, handle, slot: int):
         """``handle``'s result, or :class:`WorkerDied` if the process running it is gone.
