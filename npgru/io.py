@@ -64,15 +64,7 @@ def load(path: str | os.PathLike) -> Module:
         npgru model file (the message says which).
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such model file: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise ValueError("it is a single .npy array, not an .npz archive")
-            arrays = {k: npz[k] for k in npz.files}
-    except _READ_ERRORS as e:
-        raise ValueError(f"cannot read {path} as an npgru model file: {e}") from e
+    arrays = read_npz(path)
     if META_KEY not in arrays:
         raise ValueError(f"{path} is not an npgru model file: it has no {META_KEY!r} entry")
     try:
@@ -87,6 +79,27 @@ def load(path: str | os.PathLike) -> Module:
     if extra:
         raise ValueError(f"{path} is not a valid npgru model file: unexpected entries {extra}")
     return model
+
+
+def read_npz(path: str, what: str = "npgru model file") -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` archive at ``path``, read without unpickling anything.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is damaged, truncated, holds pickled data or is not an ``.npz`` archive.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such model file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise ValueError("it is a single .npy array, not an .npz archive")
+            return {k: npz[k] for k in npz.files}
+    except _READ_ERRORS as e:
+        raise ValueError(f"cannot read {path} as an {what}: {e}") from e
 
 
 def read_meta(entry: np.ndarray | None, fmt: str, version: int) -> dict:

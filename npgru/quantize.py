@@ -23,7 +23,7 @@ import os
 import numpy as np
 
 from ._atomic import write_atomic
-from .io import _READ_ERRORS, MODEL_CLASSES, read_meta
+from .io import _READ_ERRORS, MODEL_CLASSES, read_meta, read_npz
 from .module import Module
 
 FORMAT, VERSION = "npgru-quantized", 1
@@ -120,13 +120,8 @@ def load_quantized(path: str | os.PathLike, dtype=np.float32) -> Module:
         If the file is damaged, holds pickled data, or is not an npgru quantized model file.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such model file: {path}")
+    arrays = read_npz(path, "npgru quantized model file")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise ValueError("it is a single .npy array, not an .npz archive")
-            arrays = {k: npz[k] for k in npz.files}
         meta = _parse_meta(arrays.pop(META_KEY, None))
         config = {**meta["config"], "dtype": np.dtype(dtype).name}
         model = MODEL_CLASSES[meta["class"]](**config)

@@ -128,12 +128,12 @@ def test_errors(tmp_path):
         load_quantized(tmp_path / "missing.npz")
     # a plain npgru model file, a truncated file, a file with a missing weight
     npgru.io.save(model, tmp_path / "plain.npz")
-    with pytest.raises(ValueError, match="not a valid npgru quantized"):
+    with pytest.raises(ValueError, match="(not a valid|cannot read .* as an) npgru quantized"):
         load_quantized(tmp_path / "plain.npz")
     save_quantized(model, tmp_path / "q.npz")
     data = (tmp_path / "q.npz").read_bytes()
     (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="not a valid npgru quantized"):
+    with pytest.raises(ValueError, match="(not a valid|cannot read .* as an) npgru quantized"):
         load_quantized(tmp_path / "cut.npz")
     with np.load(tmp_path / "q.npz") as npz:
         arrays = {k: npz[k] for k in npz.files if k != "scale/weight_hh_l0"}
