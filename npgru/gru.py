@@ -594,8 +594,8 @@ class GRU(Module):
         st = getattr(self, "_stream", None)
         if st is None or st[0] != B or st[1] is not self.params or st[2] is not K:
             st = self._stream_state(B, K)
-        _, _, _, kernel, offs, work, hbuf = st
-        if not kernel(x, h, self.flat_params, offs, out, work, hbuf):
+        _, _, _, kernel, offs, work, hbuf, wbuf = st
+        if not kernel(x, h, self.flat_params, offs, out, work, hbuf, wbuf):
             raise ValueError("x and h must be finite (no NaN or Inf)")
         return out
 
@@ -627,7 +627,8 @@ class GRU(Module):
         kernel = mod.classic_stream_step if self.variant == "classic" else mod.stream_step
         work = np.empty((4, B, 3 * H), dtype=dt)
         work[3] = 0  # the zero bias of a layer without bias
-        self._stream = (B, self.params, K, kernel, offs, work, np.empty((B, H), dtype=dt))
+        wbuf = np.empty(16 * 3 * H, dtype=dt)  # room for a transposed W_ih with D < 16
+        self._stream = (B, self.params, K, kernel, offs, work, np.empty((B, H), dtype=dt), wbuf)
         return self._stream
 
     __call__ = forward

@@ -319,13 +319,14 @@ def classic_cell(x, h_prev, w_ih, w_hh, b_ih, b_hh, h, work):
     h += h_prev
 
 
-def stream_step(x, h, flat, offs, out, work, hbuf, cell=None) -> bool:
+def stream_step(x, h, flat, offs, out, work, hbuf, wbuf, cell=None) -> bool:
     """One step of every layer for streaming inference (``GRU.step``), PyTorch form.
 
     ``x`` (B, D), ``h`` and ``out`` (L, B, H) (``out`` may be ``h``). Layer ``k``'s
     parameters are read from the flat parameter vector at offsets
     ``offs[k] = [w_ih, w_hh, b_ih, b_hh, D_k]`` (−1 for an absent bias, which reads
-    ``work[3, 0]``, kept zero). ``work`` (4, B, 3H) and ``hbuf`` (B, H) are scratch. Returns
+    ``work[3, 0]``, kept zero). ``work`` (4, B, 3H), ``hbuf`` (B, H) and ``wbuf`` (1-D; the
+    compiled kernel transposes a short ``W_ih`` into it) are scratch. Returns
     ``False``, writing nothing, if ``x`` or ``h`` holds NaN or Inf.
     """
     L, B, H = h.shape
@@ -347,9 +348,9 @@ def stream_step(x, h, flat, offs, out, work, hbuf, cell=None) -> bool:
     return True
 
 
-def classic_stream_step(x, h, flat, offs, out, work, hbuf) -> bool:
+def classic_stream_step(x, h, flat, offs, out, work, hbuf, wbuf) -> bool:
     """:func:`stream_step` for the classic form."""
-    return stream_step(x, h, flat, offs, out, work, hbuf, classic_cell)
+    return stream_step(x, h, flat, offs, out, work, hbuf, wbuf, classic_cell)
 
 
 _ZEROS: dict = {}  # dtype -> a zero vector, grown when needed, never written

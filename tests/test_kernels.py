@@ -204,19 +204,19 @@ def test_stream_step_matches_twin(NB, classic, dtype, bias):
                     seed=5)
     rng = np.random.default_rng(7)
     x, h = rand(rng, (2, 4), dtype), rand(rng, (3, 2, 6), dtype)
-    _, _, _, _, offs, work, hbuf = gru._stream_state(2, NK)
+    _, _, _, _, offs, work, hbuf, wbuf = gru._stream_state(2, NK)
     name = "classic_stream_step" if classic else "stream_step"
     outs = []
     for K in (NK, NB):
         out = np.zeros_like(h)
-        assert getattr(K, name)(x, h, gru.flat_params, offs, out, work, hbuf)
+        assert getattr(K, name)(x, h, gru.flat_params, offs, out, work, hbuf, wbuf)
         outs.append(out)
     close(outs[1], outs[0], dtype)
     for K in (NK, NB):  # a non-finite input: False, and nothing written
         out = np.zeros_like(h)
         bad = x.copy()
         bad[1, 2] = np.inf
-        assert not getattr(K, name)(bad, h, gru.flat_params, offs, out, work, hbuf)
+        assert not getattr(K, name)(bad, h, gru.flat_params, offs, out, work, hbuf, wbuf)
         assert not out.any()
 
 
