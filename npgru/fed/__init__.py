@@ -12,14 +12,23 @@ Typical use::
     sim.model_            # the global model
     history.to_json("history.json")
 
+Privacy, compression and robustness compose with any strategy::
+
+    strategy = fed.Extended(fed.FedAdam(), dp=fed.DifferentialPrivacy(clip=1.0, noise_multiplier=0.8),
+                            compress="q8", seed=0)          # ε per round in the history
+    strategy = fed.Extended(fed.FedAvg(), aggregator="median")
+
 Deterministic by construction: a client's randomness in round t derives from (seed, t,
 client_id) only and updates are summed in sampling order, so every executor gives the same
 model bit for bit, and a resumed run equals an uninterrupted one.
 """
 
+from .accountant import RDPAccountant
 from .aggregate import WeightedMean
+from .attacks import UpdateAttack, choose_attackers
 from .client import ClientHook, FitIns, FitRes, HookContext, LocalTraining, local_update
 from .executors import Executor, ProcessExecutor, SerialExecutor
+from .extensions import DifferentialPrivacy, Extended, SecureAggregation, from_options
 from .partition import (
     dirichlet_partition,
     iid_partition,
@@ -29,6 +38,7 @@ from .partition import (
     quantity_skew_partition,
     shard_partition,
 )
+from .robust import CoordinateMedian, Krum, NormBound, TrimmedMean
 from .simulation import History, Simulation
 from .strategies import (
     FedAdagrad,
@@ -44,6 +54,17 @@ from .strategies import (
 )
 
 __all__ = [
+    "TrimmedMean",
+    "NormBound",
+    "Krum",
+    "CoordinateMedian",
+    "from_options",
+    "SecureAggregation",
+    "Extended",
+    "DifferentialPrivacy",
+    "choose_attackers",
+    "UpdateAttack",
+    "RDPAccountant",
     "ClientHook",
     "Executor",
     "FedAdagrad",
