@@ -403,9 +403,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", formatter_class=_formatter,
                        help="the GRU benchmark suite (npgru vs torch.nn.GRU)",
-                       description="Run benchmarks/bench_gru.py; extra arguments pass through.")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for bench_gru.py")
-    p.set_defaults(func=cmd_bench)
+                       description="Run benchmarks/bench_gru.py; every further argument passes "
+                                   "through to it (e.g. --quick; see bench_gru.py --help).")
+    p.set_defaults(func=cmd_bench, bench_args=[])
 
     p = sub.add_parser("info", formatter_class=_formatter,
                        help="versions, backend, whether Numba is active",
@@ -418,7 +418,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``npgru`` command; returns the exit status."""
     parser = make_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command != "bench":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.bench_args = extra
         args.func(args)
     except UsageError as e:
         print(str(e), file=sys.stderr)

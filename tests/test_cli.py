@@ -62,6 +62,15 @@ def test_generate_refuses_a_file_that_is_not_a_model(tmp_path):
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
 
 
+def test_bench_passes_its_options_through(monkeypatch):
+    import npgru.cli as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "cmd_bench", lambda args: seen.append(args.bench_args))
+    assert cli.main(["bench", "--quick", "--runs", "3"]) == 0
+    assert seen == [["--quick", "--runs", "3"]]
+
+
 def test_info_reports_backend_and_versions():
     done = _npgru("info")
     assert done.returncode == 0
