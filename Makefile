@@ -10,18 +10,20 @@ PY := $(VENV)/bin/python
 # Ray, Flower and notebook tests all ran.
 REQUIRED := torch,numba,onnx,onnxruntime,dp_accounting,threadpoolctl,nbformat,nbclient,ipykernel,ray,flwr
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint typecheck docs bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# constraints.txt pins the exact CPU torch the parity tests check against (the `torch` extra is a
+# range, which alone could pull a multi-GB CUDA build).
 $(VENV)/.installed-run: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[fast,plots]"
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[test,torch,dev,ray,flower]"
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[fast,plots,test,torch,dev,docs,ray,flower]"
 	touch $@
 
 demo: $(VENV)/.installed-run
@@ -30,6 +32,12 @@ demo: $(VENV)/.installed-run
 test: $(VENV)/.installed-test
 	NPGRU_REQUIRE=$(REQUIRED) $(PY) -m pytest -q
 
+typecheck: $(VENV)/.installed-test
+	$(VENV)/bin/mypy npgru
+
+docs: $(VENV)/.installed-test
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 
@@ -37,4 +45,4 @@ bench: $(VENV)/.installed-test
 	$(PY) benchmarks/bench_gru.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site

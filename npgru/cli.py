@@ -27,8 +27,19 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
-def _formatter(prog):
-    return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=34, width=100)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: …)" only where it says something: not for flags, not for None, and
+    not where the help text already explains its default in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return super()._get_help_string(action)
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return _HelpFormatter(prog, max_help_position=34, width=100)
 
 
 # -- shared options ------------------------------------------------------------------------
@@ -105,18 +116,29 @@ def sample_text(model, prompt: str, n: int, temperature: float, seed: int) -> st
     return prompt + shakespeare.decode(ids)
 
 
+def _note_if_no_bar() -> None:
+    """One line where a bar would have been drawn but tqdm is not installed."""
+    from ._progress import tqdm_available, watched
+
+    if watched() and not tqdm_available():
+        print("note: no progress bar (tqdm is not installed)", flush=True)
+
+
 def _finish(args, model, records, x: str, title: str) -> None:
     from .io import save
-    from .plots import plot_curves
+    from .plots import plot_curves, plotting_available
 
     model_path = os.path.join(args.out, "model.npz")
     curves_path = os.path.join(args.out, "curves.png")
     save(model, model_path)
     write_json(os.path.join(args.out, "history.json"), records)
-    plot_curves(records, curves_path, x=x, title=title)
     print(f"model:   {model_path}")
     print(f"history: {os.path.join(args.out, 'history.json')}")
-    print(f"curves:  {curves_path}")
+    if plotting_available():
+        plot_curves(records, curves_path, x=x, title=title)
+        print(f"curves:  {curves_path}")
+    else:
+        print("curves:  skipped (matplotlib is not installed: pip install 'npgru[plots]')")
     if args.dataset == "shakespeare":
         print("sample (ROMEO:, temperature 0.8):")
         print(sample_text(model, "ROMEO:", 200, 0.8, args.seed))
@@ -135,6 +157,8 @@ def cmd_train(args) -> None:
     Xt, yt = data.pooled("test")
     opt = SGD(model, lr=args.lr) if args.optimizer == "sgd" else Adam(model, lr=args.lr)
     records = []
+    if not args.quiet:
+        _note_if_no_bar()
     start = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         h = fit(model, X, y, epochs=1, batch_size=args.batch_size, optimizer=opt,
@@ -220,14 +244,14 @@ def cmd_federate(args) -> None:
             print(f"unigram baseline accuracy: {data.meta['unigram_accuracy']:.4f}", flush=True)
     bar = None
     if not args.quiet:
-        from tqdm.auto import tqdm
+        from ._progress import progress_bar
 
-        bar = tqdm(total=args.rounds, desc="rounds", unit="round", leave=False)
+        _note_if_no_bar()
+        bar = progress_bar(args.rounds, "rounds", "round", leave=False)
 
     def report(record: dict) -> None:
         if bar is not None:
-            bar.n = record["round"]
-            bar.refresh()
+            bar.update(record["round"] - bar.n)
             bar.write(_round_line(_summary(record)))
 
     history = sim.run(resume=args.resume, callback=report)
@@ -305,6 +329,9 @@ def _round_line(rec: dict, label: str = "round") -> str:
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="npgru", formatter_class=_formatter,
                      description="A from-scratch NumPy GRU and a federated-learning simulator.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"npgru {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 

@@ -1,7 +1,9 @@
 """Learning curves as a PNG: loss and accuracy per round (or epoch), train and test.
 
-Matplotlib is imported here only, with the non-interactive Agg backend, so plotting works on a
-machine with no screen and ``import npgru`` never pays for it.
+Matplotlib is optional (``pip install "npgru[plots]"``) and imported here only, so
+``import npgru`` never pays for it. The figure is drawn with the object-oriented API on its own
+Agg canvas: it works on a machine with no screen and never changes matplotlib's global backend
+(a notebook's next inline plot still shows).
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ PANELS = {
     "MB up / down": (("bytes_up", "up", "-"), ("bytes_down", "down", "--")),
     "clients": (("clients_ok", "ok", "-"), ("clients_dropped", "dropped", "--")),
 }
+
+
+def plotting_available() -> bool:
+    """Whether matplotlib can be imported, i.e. whether :func:`plot_curves` can draw."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _series(records: Sequence[dict], key: str, x: str) -> tuple[list, list]:
@@ -47,17 +58,21 @@ def plot_curves(records: Sequence[dict], path: str | os.PathLike, x: str = "roun
         The key of the horizontal axis.
     title : str
         Figure title.
-    """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Raises
+    ------
+    ImportError
+        Without matplotlib (check :func:`plotting_available` first).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     panels = [(name, [(s, *_series(records, s[0], x)) for s in series])
               for name, series in PANELS.items()]
     panels = [(name, lines) for name, lines in panels if any(xs for _, xs, _ in lines)]
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 3.4),
-                             squeeze=False)
+    fig = Figure(figsize=(4.2 * max(len(panels), 1), 3.4))
+    FigureCanvasAgg(fig)  # the figure's own canvas: pyplot's backend stays as it was
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)
     for ax, (name, lines) in zip(axes[0], panels, strict=False):
         for (_, label, style), xs, ys in lines:
             if xs:
@@ -70,4 +85,3 @@ def plot_curves(records: Sequence[dict], path: str | os.PathLike, x: str = "roun
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

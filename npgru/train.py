@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ._checks import check_positive_int
+from ._progress import progress_bar
 from .optim import Adam, Optimizer, clip_grad_norm
 
 
@@ -47,7 +48,8 @@ def fit(model, X, y, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer
     validation : tuple, optional
         ``(X_val, y_val)`` or ``(X_val, y_val, lengths_val)``, evaluated after every epoch.
     progress : bool, default True
-        Show a tqdm progress bar (if tqdm is installed).
+        Show a tqdm progress bar: drawn only on a terminal or in Jupyter (never into a
+        redirected log), and only if tqdm is installed.
     seed : int, optional
         Seeds the shuffling: the same seed, model and data give the same run.
     patience : int, optional
@@ -99,7 +101,7 @@ def fit(model, X, y, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer
     history: dict[str, list] = {}
     last_good = model.flat_params.copy()
     best, best_params, waited = math.inf, None, 0
-    bar = _progress_bar(progress, epochs * steps_per_epoch)
+    bar = progress_bar(epochs * steps_per_epoch, "fit", "step", enabled=progress)
     model.train()
     try:
         for epoch in range(1, epochs + 1):
@@ -191,25 +193,3 @@ def _check_validation(model, validation) -> tuple:
     if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
         raise TypeError("validation must be (X_val, y_val) or (X_val, y_val, lengths_val)")
     return model.check_data(*validation)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def set_postfix(self, **kw) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(progress: bool, total: int):
-    """A tqdm bar over all steps, or a stand-in that does nothing (progress off, or no tqdm)."""
-    if progress:
-        try:
-            from tqdm.auto import tqdm  # imported here: `import npgru` needs only NumPy
-        except ImportError:
-            return _NoBar()
-        return tqdm(total=total, unit="step", desc="fit")
-    return _NoBar()

@@ -137,13 +137,6 @@ def test_validation_metrics_schedule_and_clipping(rng):
     assert np.linalg.norm(model.flat_params - before) <= (0.2 + 0.1 + 0.05) * 1e-3 * (1 + 1e-5)
 
 
-def test_progress_bar(rng, capsys):
-    X, y = _seed_task(rng, d=3)
-    model = npgru.SequenceRegressor(3, 4, seed=0)
-    npgru.fit(model, X, y, 1, 8, npgru.Adam(model), progress=True)
-    assert "5/5" in capsys.readouterr().err
-
-
 def test_non_finite_loss_names_the_step_and_keeps_finite_params(rng):
     X, y = _seed_task(rng, d=3)
     model = npgru.SequenceRegressor(3, 4, dtype=np.float64, seed=0)

@@ -32,6 +32,10 @@ class ClientData:
     def num_test(self) -> int:
         return int(len(self.x_test))
 
+    def __repr__(self) -> str:  # counts and shapes, not the arrays
+        return (f"ClientData({self.client_id!r}, train={self.num_train}, test={self.num_test}, "
+                f"x={self.x_train.shape[1:]} {self.x_train.dtype})")
+
 
 @dataclass
 class FederatedData:
@@ -43,6 +47,12 @@ class FederatedData:
 
     def __len__(self) -> int:
         return len(self.clients)
+
+    def __repr__(self) -> str:  # a summary: the default Shakespeare load's arrays run to millions
+        train = sum(c.num_train for c in self.clients)
+        test = sum(c.num_test for c in self.clients)
+        return (f"FederatedData(clients={len(self.clients)}, train={train}, test={test}, "
+                f"task={self.task!r}, meta={sorted(self.meta)})")
 
     def pooled(self, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
         """All clients' ``split`` examples concatenated (centralised evaluation/training)."""
