@@ -149,11 +149,14 @@ def test_a_client_over_its_time_budget_is_dropped():
     assert record["ok"] == ["c0"] and record["dropped"]["c1slow"].startswith("timeout")
 
 
-def test_a_result_that_cannot_cross_processes_is_dropped():
+@pytest.mark.parametrize("executor", ["serial", "process"])
+def test_a_result_that_cannot_cross_processes_is_dropped_by_every_executor(executor):
     sim = make_sim(data=faulty_clients(["", "unpicklable"]), clients_per_round=2, rounds=1,
-                   local_update=faulty_update, executor="process", workers=2)
+                   local_update=faulty_update, executor=executor, workers=2)
     record = sim.run()[0]
-    assert record["ok"] == ["c0"] and record["dropped"]["c1unpicklable"].startswith("executor:")
+    assert record["ok"] == ["c0"]
+    assert record["dropped"]["c1unpicklable"] == (
+        "invalid metric 'callback': expected a real number, got function")
 
 
 def test_a_worker_that_dies_costs_only_its_client():

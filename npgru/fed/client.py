@@ -10,7 +10,10 @@ knows none of them by name.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 import traceback
 import weakref
@@ -195,6 +198,54 @@ class ClientTimeout(RuntimeError):
     """Raised inside a local update that ran past its time budget."""
 
 
+class UnusableResult(ValueError):
+    """Raised by a round's aggregate (a transform such as FedNova's) that cannot use one
+    client's result, before changing anything: the round loop drops that client with the message.
+    """
+
+
+class DeadlineExceeded(BaseException):
+    """Raised by :func:`deadline`'s timer inside a client that ran past its time budget.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that a client's own ``except Exception``
+    cannot swallow it and go on.
+    """
+
+
+def can_interrupt() -> bool:
+    """Whether :func:`deadline` can interrupt code here: the main thread, a POSIX timer, none
+    already armed by someone else (which it would otherwise cancel)."""
+    return (hasattr(signal, "setitimer")
+            and threading.current_thread() is threading.main_thread()
+            and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0))
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None) -> Iterator[bool]:
+    """Raise :class:`DeadlineExceeded` in the code inside if it runs longer than ``seconds``.
+
+    A real-time timer (``SIGALRM``) interrupts the code between two Python bytecodes, so a
+    client stuck in a loop or a ``sleep`` is stopped even in the middle of a step. Yields whether
+    the timer is armed: not when ``seconds`` is None or where :func:`can_interrupt` is false
+    (then only the checks after each step and after the update apply, and the process and Ray
+    executors stop a worker past its deadline from outside).
+    """
+    if seconds is None or not can_interrupt():
+        yield False
+        return
+
+    def on_alarm(signum, frame):
+        raise DeadlineExceeded(f"interrupted after its time budget of {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _epochs(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     """Minibatch indices, epoch after epoch, so that a step budget may end mid-epoch."""
     # A single full batch keeps its order: shuffling it would only change the rounding.
@@ -292,10 +343,13 @@ def reseed_module(module, seq: np.random.SeedSequence) -> None:
 
 def run_fit(update: Callable, model, data: ClientData, params: np.ndarray, ins: FitIns,
             training: LocalTraining) -> FitRes:
-    """Load ``params`` into ``model``, run ``update`` and turn any exception into a failed result.
+    """Load ``params`` into ``model``, run ``update`` and turn any failure into a failed result.
 
-    Executors call this in whatever process holds the client, so a client that raises is
-    reported, not propagated: the round goes on without it.
+    Executors call this in whatever process holds the client, so a client that raises (even
+    ``SystemExit``), runs past ``training.time_budget`` (interrupted by :func:`deadline`) or
+    returns a result :func:`check_result` refuses is reported, not propagated: the round goes on
+    without it, and every executor reports it the same way. Only ``KeyboardInterrupt`` stops
+    the run.
     """
     model.flat_params[...] = params
     model.zero_grad()
@@ -303,10 +357,13 @@ def run_fit(update: Callable, model, data: ClientData, params: np.ndarray, ins: 
     reseed_module(model, make_seed_sequence(ins.seed, ins.server_round, MODEL, ins.client_id))
     start = time.perf_counter()
     try:
-        res = update(model, data, ins, training)
-    except ClientTimeout as e:
+        with deadline(training.time_budget):
+            res = update(model, data, ins, training)
+    except (ClientTimeout, DeadlineExceeded) as e:
         return FitRes(client_id=ins.client_id, error=f"timeout: {e}")
-    except Exception as e:  # noqa: BLE001 - any client failure is recorded, never fatal
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 - any client failure is recorded, never fatal
         frame = traceback.extract_tb(e.__traceback__)[-1]
         where = f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})"
         return FitRes(client_id=ins.client_id, error=f"raised {type(e).__name__}: {e}{where}")
@@ -327,8 +384,71 @@ def run_fit(update: Callable, model, data: ClientData, params: np.ndarray, ins: 
             client_id=ins.client_id,
             error=f"invalid result: it names client {res.client_id!r}",
         )
+    reason = check_result(res, params.size, params.dtype)
+    if reason is not None:
+        return FitRes(client_id=ins.client_id, error=reason)
     res.metrics.setdefault("fit_time", elapsed)
     return res
+
+
+#: the largest example count (or step count) a result may report: exact in float64
+MAX_COUNT = 2**53
+
+
+def check_result(res: FitRes, size: int, dtype=np.float64) -> str | None:
+    """Why ``res`` must be dropped, or ``None`` if it is a valid update of ``size`` parameters.
+
+    Screens one client's result on its own, so that nothing it holds can fail or overflow the
+    round's aggregate: the delta must be a finite float vector of the right size whose float64
+    L2 norm fits ``dtype`` (the model's), ``num_examples`` a positive integer up to 2**53,
+    ``metrics`` a dict of real numbers (``steps``, if given, a positive integer), and extras
+    and state numeric finite arrays. Plain numbers and arrays are also what crosses processes,
+    so every executor accepts and refuses the same results.
+    """
+    if res.error is not None:
+        return str(res.error)
+    delta = res.delta
+    if not isinstance(delta, np.ndarray) or delta.dtype.kind != "f":
+        return f"invalid delta: expected a float array, got {type(delta).__name__}"
+    if delta.shape != (size,):
+        return f"wrong-size delta: shape {delta.shape}, expected ({size},)"
+    # One float64 pass: NaN stays NaN, Inf or an overflowing square gives inf.
+    with np.errstate(over="ignore", invalid="ignore"):
+        d64 = delta.astype(np.float64, copy=False)
+        norm = math.sqrt(float(np.dot(d64, d64)))
+    limit = float(np.finfo(dtype).max)
+    if not norm <= limit:
+        if not np.isfinite(delta).all():
+            return "non-finite delta (NaN or Inf)"
+        return f"delta too large: its L2 norm {norm:.3g} exceeds the {np.dtype(dtype)} range"
+    n = res.num_examples
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 < n <= MAX_COUNT:
+        shown = f"a {int(n).bit_length()}-bit integer" if isinstance(n, int) and n > MAX_COUNT \
+            else repr(n)
+        return f"invalid num_examples {shown}: expected a positive integer up to 2**53"
+    if not isinstance(res.metrics, dict):
+        return f"invalid metrics: expected a dict, got {type(res.metrics).__name__}"
+    for key, value in res.metrics.items():
+        if not isinstance(key, str):
+            return f"invalid metric name {key!r}: expected a str"
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            return f"invalid metric {key!r}: expected a real number, got {type(value).__name__}"
+        if isinstance(value, int) and abs(value) > MAX_COUNT:
+            return f"invalid metric {key!r}: an integer beyond 2**53"
+    steps = res.metrics.get("steps", 1)
+    if not isinstance(steps, (int, np.integer)) or steps < 1:
+        return f"invalid metric 'steps' {steps!r}: expected a positive integer (local steps)"
+    for kind, arrays in (("extra", res.extras), ("state", res.state)):
+        if not isinstance(arrays, dict):
+            return f"invalid {kind}s: expected a dict, got {type(arrays).__name__}"
+        for name, a in arrays.items():
+            if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
+                return f"invalid {kind} {name!r}: expected a numeric array"
+            if kind == "extra" and a.shape != (size,):  # averaged with the deltas
+                return f"invalid extra {name!r}: expected shape ({size},), got {a.shape}"
+            if not np.isfinite(a).all():
+                return f"non-finite {kind} {name!r}"
+    return None
 
 
 @dataclass

@@ -15,13 +15,33 @@ import functools
 import mmap
 import multiprocessing as mp
 import os
+import signal
+import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 from ..datasets.base import ClientData
-from .client import EvalRes, FitIns, FitRes, LocalTraining, evaluate_client, run_fit
+from .client import (
+    EvalRes,
+    FitIns,
+    FitRes,
+    LocalTraining,
+    can_interrupt,
+    evaluate_client,
+    run_fit,
+)
+
+
+def kill_grace(time_budget: float) -> float:
+    """Seconds past a client's time budget after which a worker is stopped from outside.
+
+    The client's own timer (:func:`~npgru.fed.client.deadline`) normally ends it at the budget;
+    this backstop is for code the timer cannot interrupt (a long C call, a blocked signal).
+    """
+    return 1.0 + 0.1 * time_budget
 
 
 def clone_model(model):
@@ -91,9 +111,21 @@ class Executor:
 
 
 class SerialExecutor(Executor):
-    """Runs every client in this process, one after another, on one model instance."""
+    """Runs every client in this process, one after another, on one model instance.
+
+    A client past ``time_budget`` is interrupted by a timer signal (``SIGALRM``), which only the
+    main thread can receive. Run from another thread (or where a timer is already armed), a
+    client is checked only after each local step and after its update, so one stuck inside a
+    step holds the round: a ``RuntimeWarning`` says so when the executor starts, and
+    ``executor="process"`` enforces the deadline from any thread.
+    """
 
     def start(self, model, clients, training, update):
+        if training.time_budget is not None and not can_interrupt():
+            warnings.warn(
+                "the serial executor can interrupt a client past time_budget only in the main "
+                "thread; here a client stuck inside a step is not stopped (use "
+                "executor='process')", RuntimeWarning, stacklevel=2)
         self._model = clone_model(model)
         self._clients = {c.client_id: c for c in clients}
         self._training, self._update = training, update
@@ -117,7 +149,10 @@ _worker: dict = {}
 
 
 def _init_worker(model, clients, training, update, params_buffer, slots_buffer, pids_buffer,
-                 dtype, size, num_slots):
+                 starts_buffer, dtype, size, num_slots):
+    # Ctrl-C reaches the whole process group: the parent handles it and ends the pool, so a
+    # worker printing its own KeyboardInterrupt traceback would only add noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Entered for the worker's whole life: the workers are the parallelism.
     single_blas_thread().__enter__()
     _worker.update(
@@ -129,13 +164,21 @@ def _init_worker(model, clients, training, update, params_buffer, slots_buffer, 
         params=np.frombuffer(params_buffer, dtype=dtype, count=size),
         slots=np.frombuffer(slots_buffer, dtype=np.float64).reshape(num_slots, size),
         pids=np.frombuffer(pids_buffer, dtype=np.int64, count=num_slots),
+        starts=np.frombuffer(starts_buffer, dtype=np.float64, count=num_slots),
     )
+
+
+def _begin(slot: int) -> None:
+    """Record which process runs the task in ``slot``, and since when (CLOCK_MONOTONIC is
+    system-wide, so the parent can compare it with its own clock)."""
+    _worker["starts"][slot] = time.monotonic()
+    _worker["pids"][slot] = os.getpid()
 
 
 def _fit_one(ins: FitIns, slot: int) -> tuple[FitRes, bool]:
     """Run one update; put a well-formed delta into the shared ``slot`` instead of the pipe."""
     w = _worker
-    w["pids"][slot] = os.getpid()  # so the parent can tell if this task's process dies
+    _begin(slot)  # so the parent can tell if this task's process dies or hangs
     res = run_fit(w["update"], w["model"], w["clients"][ins.client_id], w["params"], ins,
                   w["training"])
     d = res.delta
@@ -148,7 +191,7 @@ def _fit_one(ins: FitIns, slot: int) -> tuple[FitRes, bool]:
 
 def _evaluate_one(client_id: str, slot: int) -> EvalRes:
     w = _worker
-    w["pids"][slot] = os.getpid()
+    _begin(slot)
     return evaluate_client(w["model"], w["clients"][client_id], w["params"])
 
 
@@ -169,6 +212,10 @@ class WorkerDied(RuntimeError):
     """The worker process running a task exited before returning its result."""
 
 
+class WorkerTimedOut(RuntimeError):
+    """The worker process running a task was killed for running past the time budget."""
+
+
 class ProcessExecutor(Executor):
     """Runs clients in a pool of forked worker processes.
 
@@ -178,7 +225,9 @@ class ProcessExecutor(Executor):
     one of a few shared result slots; only the small instructions and metadata cross the
     pipes. At most ``2 × workers`` tasks are in flight, so memory stays O(workers × model).
     A worker that dies in a task (a segfault, the OOM killer) costs only that task: the client is
-    reported failed and the pool starts a replacement worker.
+    reported failed and the pool starts a replacement worker. A client still running
+    :func:`kill_grace` seconds past ``time_budget`` (stuck where its own timer cannot reach it)
+    has its worker killed and replaced the same way, and is reported as timed out.
 
     Parameters
     ----------
@@ -214,18 +263,23 @@ class ProcessExecutor(Executor):
         # which process runs the task in each slot (0: not started yet)
         self._pids_buffer = mmap.mmap(-1, self._num_slots * 8)
         self._pids = np.frombuffer(self._pids_buffer, dtype=np.int64)
+        self._starts_buffer = mmap.mmap(-1, self._num_slots * 8)
+        self._starts = np.frombuffer(self._starts_buffer, dtype=np.float64)
+        self._time_budget = training.time_budget
         self._pool = mp.get_context("fork").Pool(
             workers, _init_worker,
             (model, list(clients), training, update, self._params_buffer, self._slots_buffer,
-             self._pids_buffer, dtype, size, self._num_slots),
+             self._pids_buffer, self._starts_buffer, dtype, size, self._num_slots),
         )
         self._workers = workers
 
     def fit(self, params, tasks):
         # Safe to overwrite: the loop consumes every result of a round before the next one.
         self._params[...] = params
-        for ins, slot, outcome in self._in_order(_fit_one, tasks):
-            if isinstance(outcome, Exception):  # e.g. a result that cannot be pickled
+        for ins, slot, outcome in self._in_order(_fit_one, tasks, self._time_budget):
+            if isinstance(outcome, WorkerTimedOut):
+                res = FitRes(ins.client_id, error=f"timeout: {outcome}")
+            elif isinstance(outcome, Exception):  # e.g. a result that cannot be pickled
                 res = FitRes(ins.client_id, error=f"executor: {type(outcome).__name__}: {outcome}")
             else:
                 res, in_slot = outcome
@@ -240,7 +294,7 @@ class ProcessExecutor(Executor):
                 outcome = EvalRes(cid, 0, {}, error=f"executor: {type(outcome).__name__}: {outcome}")
             yield outcome
 
-    def _in_order(self, fn, items):
+    def _in_order(self, fn, items, time_budget: float | None = None):
         """Yield ``(item, slot, fn(item, slot) or the exception it raised)`` in ``items`` order.
 
         At most one task per slot is in flight; a slot is handed out again only once the
@@ -260,26 +314,37 @@ class ProcessExecutor(Executor):
         while pending:
             item, slot, handle = pending.popleft()
             try:
-                outcome = self._wait(handle, slot)
+                outcome = self._wait(handle, slot, time_budget)
             except Exception as e:  # noqa: BLE001 - the caller turns it into a recorded failure
                 outcome = e
             yield item, slot, outcome
             free.append(slot)  # the consumer has moved on: the slot may be overwritten
             submit()
 
-    def _wait(self, handle, slot: int):
-        """``handle``'s result, or :class:`WorkerDied` if the process running it is gone.
+    def _wait(self, handle, slot: int, time_budget: float | None):
+        """``handle``'s result, :class:`WorkerDied` if the process running it is gone, or
+        :class:`WorkerTimedOut` once it has run :func:`kill_grace` past ``time_budget`` (then
+        the process is killed).
 
         ``multiprocessing.Pool`` replaces a dead worker but never resolves the task it held,
         so a plain ``get()`` would wait forever.
         """
+        limit = None if time_budget is None else time_budget + kill_grace(time_budget)
         while True:
             try:
                 return handle.get(timeout=0.2)
             except mp.TimeoutError:
                 pid = int(self._pids[slot])
-                if not _alive(pid) and not handle.ready():
+                if handle.ready():
+                    continue
+                if not _alive(pid):
                     raise WorkerDied(f"worker process {pid} died while running the task") from None
+                if pid and limit is not None and time.monotonic() - self._starts[slot] > limit:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)  # the pool starts a replacement
+                    raise WorkerTimedOut(
+                        f"still running {limit:.3g} s after it started (time budget "
+                        f"{time_budget} s); its worker process {pid} was killed") from None
 
     def close(self):
         pool = getattr(self, "_pool", None)
@@ -288,6 +353,7 @@ class ProcessExecutor(Executor):
             pool.join()
             # The maps are unmapped when the last view goes (a caller may still hold a delta).
             del self._params, self._slots, self._params_buffer, self._slots_buffer, self._pids
+            del self._starts, self._starts_buffer
             self._pool = None
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from .._atomic import write_atomic
 from ..datasets.base import ClientData, FederatedData
 from .checkpoint import load_checkpoint, save_checkpoint
-from .client import FitIns, FitRes, LocalTraining, local_update
+from .client import FitIns, LocalTraining, UnusableResult, check_result, local_update
 from .executors import Executor, clone_model, make_executor
 from .sampling import SYSTEM, clients_per_round_count, make_rng, sample_clients
 from .strategies import FedAvg, Strategy
@@ -71,36 +71,6 @@ class History:
 def _json_number(x) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
-
-
-def check_result(res: FitRes, size: int) -> str | None:
-    """Why ``res`` must be rejected, or ``None`` if it is a valid update of ``size`` params."""
-    if res.error is not None:
-        return res.error
-    delta = res.delta
-    if not isinstance(delta, np.ndarray) or delta.dtype.kind != "f":
-        return f"invalid delta: expected a float array, got {type(delta).__name__}"
-    if delta.shape != (size,):
-        return f"wrong-size delta: shape {delta.shape}, expected ({size},)"
-    # One pass, no temporary: the sum is finite iff every entry is (barring overflow, which
-    # the exact check below tells apart).
-    if not np.isfinite(delta.sum()):
-        if not np.isfinite(delta).all():
-            return "non-finite delta (NaN or Inf)"
-        return "delta too large: its sum overflows"
-    n = res.num_examples
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
-        return f"invalid num_examples {n!r}: expected a positive integer"
-    for name, a in res.extras.items():  # averaged with the deltas, so shaped like them
-        if not isinstance(a, np.ndarray) or a.shape != (size,):
-            return f"invalid extra {name!r}: expected shape ({size},)"
-    for kind, arrays in (("extra", res.extras), ("state", res.state)):
-        for name, a in arrays.items():
-            if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
-                return f"invalid {kind} {name!r}: expected a numeric array"
-            if not np.isfinite(a).all():
-                return f"non-finite {kind} {name!r}"
-    return None
 
 
 class Simulation:
@@ -401,11 +371,15 @@ class Simulation:
         new_states = {}
         for res in executor.fit(params, tasks):
             bytes_up += res.nbytes
-            reason = check_result(res, params.size)
+            reason = check_result(res, params.size, params.dtype)
             if reason is not None:
                 dropped[res.client_id] = reason
                 continue
-            agg.add(res)
+            try:
+                agg.add(res)
+            except UnusableResult as e:  # e.g. FedNova without the client's step count
+                dropped[res.client_id] = f"unusable result: {e}"
+                continue
             new_states[res.client_id] = res.state
             if "loss" in res.metrics:
                 loss_sum += res.num_examples * float(res.metrics["loss"])

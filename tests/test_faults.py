@@ -1,0 +1,212 @@
+"""Fault injection: one test per defect a hostile tester found (hangs, bad results, damaged
+files, absurd sizes, misleading messages). Each test failed before its fix.
+
+Tests that could hang on a regression carry a pytest-level timeout (thread method: the serial
+executor's deadline uses the SIGALRM timer itself), so a regression fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from npgru import fed
+from npgru.datasets import ClientData
+
+from ._fed_common import classification_data, classifier
+
+HANG_TIMEOUT = pytest.mark.timeout(120, method="thread")
+
+
+def clients(kinds):
+    base = classification_data(num_clients=len(kinds)).clients
+    return [ClientData(f"c{k}{kind}", c.x_train, c.y_train, c.x_test, c.y_test)
+            for k, (kind, c) in enumerate(zip(kinds, base, strict=True))]
+
+
+def sim_of(kinds, update, **kw):
+    settings = dict(rounds=1, clients_per_round=len(kinds), lr=0.2, batch_size=8, seed=7,
+                    local_update=update, eval_every=0)
+    settings.update(kw)
+    return fed.Simulation(classifier(), clients(kinds), fed.FedAvg(), **settings)
+
+
+def good_model(kinds, **kw):
+    """The model that only the well-behaved clients (id without a suffix) produce."""
+    good = [c for c in clients(kinds) if c.client_id[1:].isdigit()]
+    sim = fed.Simulation(classifier(), good, fed.FedAvg(), rounds=1, clients_per_round=len(good),
+                         lr=0.2, batch_size=8, seed=7, eval_every=0, **kw)
+    sim.run()
+    return sim.model_.flat_params
+
+
+# -- 1: a hanging client ---------------------------------------------------------------------
+def hanging_update(model, data, ins, training):
+    """Clients whose id says so get stuck inside their first step."""
+    cid = ins.client_id
+    if cid.endswith("sleep"):
+        time.sleep(3600)
+    elif cid.endswith("spin"):
+        while True:
+            pass
+    elif cid.endswith("swallow"):  # catches every Exception and sleeps again
+        while True:
+            try:
+                time.sleep(3600)
+            except Exception:  # noqa: BLE001, S110 - the point of this client
+                pass
+    elif cid.endswith("deaf"):  # blocks the timer signal: only a kill from outside stops it
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        time.sleep(3600)
+    return fed.local_update(model, data, ins, training)
+
+
+@HANG_TIMEOUT
+@pytest.mark.parametrize("executor", ["serial", "process"])
+def test_a_client_stuck_inside_a_step_is_timed_out_and_the_round_goes_on(executor):
+    kinds = ["", "sleep", "spin", "swallow", ""]
+    good_model(kinds)  # warm-up (JIT) before any deadline runs
+    sim = sim_of(kinds, hanging_update, time_budget=1.0, executor=executor, workers=2,
+                 rounds=2)
+    history = sim.run()
+    for record in history:
+        assert record["ok"] == ["c0", "c4"] and record["status"] == "ok"
+        for cid in ("c1sleep", "c2spin", "c3swallow"):
+            assert record["dropped"][cid].startswith("timeout"), record["dropped"]
+    ref = fed.Simulation(classifier(), [c for c in clients(kinds) if c.client_id in ("c0", "c4")],
+                         fed.FedAvg(), rounds=2, clients_per_round=2, lr=0.2, batch_size=8, seed=7,
+                         eval_every=0)
+    ref.run()
+    np.testing.assert_array_equal(sim.model_.flat_params, ref.model_.flat_params)
+
+
+@HANG_TIMEOUT
+def test_the_process_executor_kills_and_replaces_a_worker_its_timer_cannot_stop():
+    kinds = ["", "deaf", "", ""]
+    good_model(kinds)
+    sim = sim_of(kinds, hanging_update, time_budget=0.5, executor="process", workers=1,
+                 rounds=2)
+    history = sim.run()
+    for record in history:
+        assert record["ok"] == ["c0", "c2", "c3"]
+        assert "was killed" in record["dropped"]["c1deaf"]
+        assert record["dropped"]["c1deaf"].startswith("timeout")
+
+
+@HANG_TIMEOUT
+def test_off_the_main_thread_the_serial_executor_warns_that_it_cannot_interrupt():
+    import threading
+
+    caught = []
+
+    def run():
+        with pytest.warns(RuntimeWarning, match="only in the main thread"):
+            caught.append(sim_of(["", ""], fed.local_update, time_budget=30.0).run())
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert caught and caught[0][0]["ok"] == ["c0", "c1"]
+
+
+# -- 4, 9, 10: one client's bad result drops only that client --------------------------------
+def bad_result_update(model, data, ins, training):
+    res = fed.local_update(model, data, ins, training)
+    kind = ins.client_id.lstrip("c0123456789")
+    if kind == "hugen":
+        res.num_examples = 10**400
+    elif kind == "floatn":
+        res.num_examples = 3.0
+    elif kind == "textmetric":
+        res.metrics["loss"] = "low"
+    elif kind == "lambdametric":
+        res.metrics["callback"] = lambda: None
+    elif kind == "steps0":
+        res.metrics["steps"] = 0
+    elif kind == "nosteps":
+        del res.metrics["steps"]
+    elif kind == "huge":
+        res.delta[:] = 1e200
+    elif kind == "inf":
+        res.delta[3] = np.inf
+    elif kind == "exit":
+        sys.exit(3)
+    elif kind == "base":
+        raise BaseException("not an Exception")
+    elif kind == "metrics":
+        res.metrics = [("loss", 1.0)]
+    return res
+
+
+KINDS = ["", "hugen", "floatn", "textmetric", "lambdametric", "steps0", "huge", "inf", "exit",
+         "base", "metrics", ""]
+REASONS = {
+    "c1hugen": "invalid num_examples a 1329-bit integer",
+    "c2floatn": "invalid num_examples 3.0",
+    "c3textmetric": "invalid metric 'loss': expected a real number, got str",
+    "c4lambdametric": "invalid metric 'callback': expected a real number, got function",
+    "c5steps0": "invalid metric 'steps' 0",
+    "c6huge": "delta too large: its L2 norm inf exceeds the float32 range",
+    "c7inf": "non-finite delta",
+    "c8exit": "raised SystemExit: 3",
+    "c9base": "raised BaseException: not an Exception",
+    "c10metrics": "invalid metrics: expected a dict, got list",
+}
+
+
+@HANG_TIMEOUT
+@pytest.mark.parametrize("executor", ["serial", "process"])
+def test_a_bad_result_drops_only_its_client_the_same_way_in_every_executor(executor):
+    sim = sim_of(KINDS, bad_result_update, executor=executor, workers=2)
+    record = sim.run()[0]
+    assert record["status"] == "ok" and record["ok"] == ["c0", "c11"]
+    for cid, reason in REASONS.items():
+        assert record["dropped"][cid].startswith(reason), (cid, record["dropped"][cid])
+    np.testing.assert_array_equal(sim.model_.flat_params, good_model(KINDS))
+
+
+def test_fednova_drops_a_client_that_reports_no_steps():
+    kinds = ["", "nosteps", ""]
+    sim = fed.Simulation(classifier(), clients(kinds), fed.FedNova(fed.FedAvg()), rounds=1,
+                         clients_per_round=3,
+                         lr=0.2, batch_size=8, seed=7, eval_every=0,
+                         local_update=bad_result_update)
+    record = sim.run()[0]
+    assert record["ok"] == ["c0", "c2"]
+    assert "steps" in record["dropped"]["c1nosteps"]
+
+
+def test_a_huge_finite_delta_is_screened_in_float64_before_the_sum():
+    # 1e200 squares to inf in float64: the norm screen, not the aggregate, catches it; a
+    # delta within range but large still counts.
+    res = fed.FitRes("c", delta=np.full(4, 1e200), num_examples=1, metrics={"steps": 1})
+    assert fed.client.check_result(res, 4, np.float64).startswith("delta too large")
+    res.delta = np.full(4, 1e30)
+    assert fed.client.check_result(res, 4, np.float32) is None
+    res.delta = np.full(4, 1e39)
+    assert fed.client.check_result(res, 4, np.float32).startswith("delta too large")
+    assert fed.client.check_result(res, 4, np.float64) is None
+
+
+def test_keyboard_interrupt_in_a_client_still_stops_the_run():
+    def interrupted(model, data, ins, training):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sim_of(["", ""], interrupted).run()
+
+
+def test_workers_ignore_ctrl_c_so_only_the_parent_reports_it():
+    from npgru.fed.executors import ProcessExecutor
+
+    ex = ProcessExecutor(1)
+    ex.start(classifier(), clients([""]), fed.LocalTraining(), fed.local_update)
+    try:
+        handler = ex._pool.apply(signal.getsignal, (signal.SIGINT,))
+    finally:
+        ex.close()
+    assert handler == signal.SIG_IGN
