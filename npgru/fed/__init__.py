@@ -12,11 +12,11 @@ Typical use::
     sim.model_            # the global model
     history.to_json("history.json")
 
-Privacy, compression and robustness compose with any strategy::
+Privacy, compression and robustness are stages that wrap any strategy::
 
-    strategy = fed.Extended(fed.FedAdam(), dp=fed.DifferentialPrivacy(clip=1.0, noise_multiplier=0.8),
-                            compress="q8", seed=0)          # ε per round in the history
-    strategy = fed.Extended(fed.FedAvg(), aggregator="median")
+    dp = fed.DifferentialPrivacy(clip=1.0, noise_multiplier=0.8)
+    strategy = fed.Compress(fed.DPAggregate(fed.FedAdam(), dp, seed=0), "q8")  # ε in the history
+    strategy = fed.RobustAggregate(fed.FedAvg(), "median")
 
 Deterministic by construction: a client's randomness in round t derives from (seed, t,
 client_id) only and updates are summed in sampling order, so every executor gives the same
@@ -25,10 +25,10 @@ model bit for bit, and a resumed run equals an uninterrupted one.
 
 from .accountant import RDPAccountant
 from .aggregate import WeightedMean
-from .attacks import UpdateAttack, choose_attackers
+from .attacks import ATTACKS, UpdateAttack, apply_attack, choose_attackers
 from .client import ClientHook, FitIns, FitRes, HookContext, LocalTraining, local_update
 from .executors import Executor, ProcessExecutor, SerialExecutor
-from .extensions import DifferentialPrivacy, Extended, SecureAggregation, from_options
+from .extensions import Extended, from_options
 from .partition import (
     dirichlet_partition,
     iid_partition,
@@ -38,9 +38,23 @@ from .partition import (
     quantity_skew_partition,
     shard_partition,
 )
-from .robust import CoordinateMedian, Krum, NormBound, TrimmedMean
+from .robust import AGGREGATORS, CoordinateMedian, Krum, NormBound, TrimmedMean
 from .simulation import History, Simulation
+from .stages import (
+    STAGES,
+    Compress,
+    DifferentialPrivacy,
+    DPAggregate,
+    FedNova,
+    RobustAggregate,
+    SecureAggregate,
+    SecureAggregation,
+    Stage,
+    WithHooks,
+    build_stack,
+)
 from .strategies import (
+    STRATEGIES,
     FedAdagrad,
     FedAdam,
     FedAvg,
@@ -54,6 +68,19 @@ from .strategies import (
 )
 
 __all__ = [
+    "AGGREGATORS",
+    "ATTACKS",
+    "STAGES",
+    "STRATEGIES",
+    "Compress",
+    "DPAggregate",
+    "FedNova",
+    "RobustAggregate",
+    "SecureAggregate",
+    "Stage",
+    "WithHooks",
+    "apply_attack",
+    "build_stack",
     "TrimmedMean",
     "NormBound",
     "Krum",

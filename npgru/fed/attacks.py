@@ -22,7 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..datasets.base import ClientData
+from .._registry import Registry
+from ..datasets.base import ClientData, FederatedData
 from .client import ClientHook, HookContext
 from .sampling import make_rng
 
@@ -145,3 +146,40 @@ def parse_attack(spec: str) -> tuple[str, float, float]:
     if not 0 <= fraction < 1:
         raise ValueError(f"attacker fraction must lie in [0, 1), got {fraction!r} in {spec!r}")
     return kind, param, fraction
+
+
+def _update_attack(kind: str):
+    def build(data: FederatedData, attackers: frozenset[str], param: float):
+        return data, (UpdateAttack(attackers, kind, param),)
+
+    return build
+
+
+def _label_flip(data: FederatedData, attackers: frozenset[str], param: float):
+    num_classes = data.meta.get("num_classes") or len(data.meta.get("vocab", ()))
+    if data.task == "regression" or num_classes < 2:
+        raise ValueError("labelflip needs a classification or next-token task")
+    return dataclasses.replace(data, clients=flip_client_labels(data.clients, attackers, num_classes)), ()
+
+
+#: attack name → ``f(data, attackers, param) -> (data, client hooks)``.
+ATTACKS: Registry = Registry("attack")
+ATTACKS.register("signflip", _update_attack("signflip"))
+ATTACKS.register("scale", _update_attack("scale"))
+ATTACKS.register("noise", _update_attack("noise"))
+ATTACKS.register("labelflip", _label_flip)
+
+
+def apply_attack(spec: str, data: FederatedData, seed: int) -> tuple[FederatedData, tuple, float]:
+    """Make a seeded fraction of ``data``'s clients attackers as ``spec`` says.
+
+    Returns
+    -------
+    (data, hooks, fraction)
+        The data (labels flipped for ``labelflip``), the client hooks of an update attack
+        (wrap the strategy in :class:`~npgru.fed.WithHooks`) and the attacker fraction.
+    """
+    kind, param, fraction = parse_attack(spec)
+    attackers = choose_attackers([c.client_id for c in data.clients], fraction, seed)
+    data, hooks = ATTACKS.resolve(kind)(data, attackers, param)
+    return data, hooks, fraction

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .._registry import Registry
 from .aggregate import WeightedMean
 
 
@@ -261,27 +262,49 @@ def check_tolerance(aggregator: RobustAggregator, num_clients: int, num_attacker
         )
 
 
+def _plain(cls: type) -> Callable:
+    def build(arg: str | None):
+        if arg is not None:
+            raise ValueError(f"{cls.__name__} takes no parameter")
+        return cls
+
+    return build
+
+
+def _with(cls: type, key: str, convert: Callable) -> Callable:
+    def build(arg: str | None):
+        if arg is None:
+            raise ValueError(f"{cls.__name__} needs a parameter ({key})")
+        return functools.partial(cls, **{key: convert(arg)})
+
+    return build
+
+
+#: ``npgru federate --aggregator`` names: name → ``f(parameter or None) -> factory(size, weighted)``.
+AGGREGATORS: Registry = Registry("aggregator")
+AGGREGATORS.register("mean", _plain(WeightedMean))
+AGGREGATORS.register("median", _plain(CoordinateMedian))
+AGGREGATORS.register("trimmed", _with(TrimmedMean, "trim", float))
+AGGREGATORS.register("krum", _with(Krum, "num_byzantine", int))
+AGGREGATORS.register("normclip", _with(NormBound, "max_norm", float))
+
+
 def make_aggregator(spec: str) -> Callable[..., object]:
-    """An aggregator factory ``f(size, weighted)`` from its name.
+    """An aggregator factory ``f(size, weighted)`` from its name in :data:`AGGREGATORS`.
 
     ``mean``, ``median``, ``trimmed:FRACTION``, ``krum:F`` (Krum assuming ``F`` attackers) or
     ``normclip:C`` — the values of ``npgru federate --aggregator``.
     """
-    name, _, arg = spec.partition(":")
-    factories = {
-        "mean": lambda: WeightedMean,
-        "median": lambda: CoordinateMedian,
-        "trimmed": lambda: functools.partial(TrimmedMean, trim=float(arg)),
-        "krum": lambda: functools.partial(Krum, num_byzantine=int(arg)),
-        "normclip": lambda: functools.partial(NormBound, max_norm=float(arg)),
-    }
-    if name not in factories or bool(arg) != (name in ("trimmed", "krum", "normclip")):
+    if not isinstance(spec, str):
+        raise TypeError(f"aggregator must be a str such as 'krum:2', got {type(spec).__name__}")
+    name, sep, arg = spec.partition(":")
+    if name not in AGGREGATORS:
         raise ValueError(
             f"aggregator must be mean, median, trimmed:FRACTION, krum:F or normclip:C, got {spec!r}"
         )
     try:
-        factory = factories[name]()
+        factory = AGGREGATORS[name](arg if sep else None)
         factory(1, True)  # validate the settings now, not mid-run
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise ValueError(f"bad aggregator {spec!r}: {e}") from e
     return factory

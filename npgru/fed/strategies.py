@@ -22,13 +22,16 @@ with m_{−1} = 0, v_{−1} = τ² and no bias correction, as in the paper. Serv
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import abc
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._registry import Registry
 from .aggregate import WeightedMean
 from .client import ClientHook, FitRes, HookContext
+from .identity import describe
 
 
 @dataclass(frozen=True)
@@ -51,12 +54,17 @@ class RoundAggregate:
     """The running aggregate of one round's valid updates.
 
     ``delta`` aggregates the deltas with the strategy's aggregator; every extra vector a client
-    returns (e.g. SCAFFOLD's Δc_i) is averaged unweighted under its own name.
+    returns (e.g. SCAFFOLD's Δc_i) is averaged unweighted under its own name. Stages wrapped
+    around a strategy may, before the first :meth:`add`, replace ``delta`` (a robust or private
+    aggregator), clear ``weighted`` and append ``transforms``: functions ``FitRes -> FitRes``
+    applied, in order, to every result before it is aggregated (e.g. FedNova's normalisation).
     """
 
-    def __init__(self, size: int, delta_aggregator):
+    def __init__(self, size: int, delta_aggregator, weighted: bool = True):
         self.size = size
         self.delta = delta_aggregator
+        self.weighted = weighted
+        self.transforms: list[Callable[[FitRes], FitRes]] = []
         self.extras: dict[str, WeightedMean] = {}
         self.client_ids: list[str] = []
 
@@ -67,14 +75,79 @@ class RoundAggregate:
 
     def add(self, res: FitRes) -> None:
         """Add one validated client result."""
+        for transform in self.transforms:
+            res = transform(res)
         self.delta.add(res.delta, res.num_examples)
         for name, vector in res.extras.items():
             self.extras.setdefault(name, WeightedMean(self.size, weighted=False)).add(vector)
         self.client_ids.append(res.client_id)
 
 
-class Strategy:
-    """FedAvg and the base of every strategy: θ ← θ + η_s Δ.
+class Strategy(abc.ABC):
+    """What every strategy answers; the round loop knows nothing else of it.
+
+    A round calls :meth:`configure_fit`, streams the valid results into the
+    :meth:`begin_aggregate` object, then — only if at least ``max(min_clients,
+    strategy.min_clients)`` arrived — :meth:`commit`, and records :meth:`round_metrics`.
+    :meth:`describe` is the strategy's identity in checkpoints: two strategies that can give
+    different results describe themselves differently.
+    """
+
+    @property
+    def min_clients(self) -> int:
+        """The fewest valid updates a round needs for this strategy's aggregate to be defined."""
+        return 1
+
+    @abc.abstractmethod
+    def initialize(self, params: np.ndarray, num_clients: int) -> None:
+        """Reset the server state for a model of ``params.size`` parameters and its clients."""
+
+    @abc.abstractmethod
+    def configure_fit(self, server_round: int) -> FitConfig:
+        """Instructions for every client of ``server_round``."""
+
+    @abc.abstractmethod
+    def begin_aggregate(self, server_round: int) -> RoundAggregate:
+        """An empty aggregate for ``server_round``'s updates."""
+
+    @abc.abstractmethod
+    def commit(self, server_round: int, params: np.ndarray, agg: RoundAggregate) -> None:
+        """Apply the round's aggregate to ``params`` in place (and update the server state)."""
+
+    def round_metrics(self) -> dict:
+        """Figures of the round just committed for its history record (e.g. privacy spent)."""
+        return {}
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the server-state arrays (for checkpoints)."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore the server state saved by :meth:`state_dict` (``ValueError`` on a mismatch)."""
+
+    def get_params(self) -> dict:
+        """The constructor settings."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def describe(self) -> dict:
+        """The strategy's name and settings as plain JSON values (its checkpoint identity)."""
+        return {"name": type(self).__name__,
+                **{k: describe(v) for k, v in self.get_params().items()}}
+
+    def layers(self) -> Iterator[Strategy]:
+        """This strategy and, for a stage, every strategy it wraps (outermost first)."""
+        yield self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={describe(v)!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+class FedAvg(Strategy):
+    """Federated averaging (McMahan et al. 2017): θ ← θ + η_s Σ w_k Δ_k.
+
+    The base of the server optimizers below (FedAvgM, FedAdam, …), FedProx and SCAFFOLD.
 
     Parameters
     ----------
@@ -90,8 +163,6 @@ class Strategy:
 
     # Names of the float64 server-state vectors a subclass keeps (allocated by initialize).
     state_names: tuple[str, ...] = ()
-    # The fewest valid updates a round needs for this strategy's aggregate to be defined.
-    min_clients: int = 1
 
     def __init__(self, *, server_lr: float = 1.0, weighted: bool = True,
                  aggregator: Callable = WeightedMean):
@@ -99,13 +170,10 @@ class Strategy:
         self.weighted = weighted
         self.aggregator = aggregator
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
-    def get_params(self) -> dict:
-        """The constructor settings (for repr and checkpoint metadata)."""
-        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "aggregator"}
+    @property
+    def min_clients(self) -> int:
+        """What the aggregator needs (Krum: ``2f + 3``), else 1."""
+        return getattr(self.aggregator(1, self.weighted), "min_clients", 1)
 
     # -- lifecycle ------------------------------------------------------------------------
     def initialize(self, params: np.ndarray, num_clients: int) -> None:
@@ -129,7 +197,7 @@ class Strategy:
 
     def begin_aggregate(self, server_round: int) -> RoundAggregate:
         """An empty aggregate for ``server_round``'s updates."""
-        return RoundAggregate(self._size, self.aggregator(self._size, self.weighted))
+        return RoundAggregate(self._size, self.aggregator(self._size, self.weighted), self.weighted)
 
     def commit(self, server_round: int, params: np.ndarray, agg: RoundAggregate) -> None:
         """Apply the round's aggregate to ``params`` in place (and update the server state)."""
@@ -139,10 +207,6 @@ class Strategy:
     def server_update(self, x: np.ndarray, delta: np.ndarray, agg: RoundAggregate) -> np.ndarray:
         """The new global parameters (float64) from the old ones and the mean delta."""
         return x + self.server_lr * delta
-
-    def round_metrics(self) -> dict:
-        """Figures of the round just committed for its history record (e.g. privacy spent)."""
-        return {}
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -172,11 +236,7 @@ def _check_unit(name: str, value: float) -> None:
         raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
 
 
-class FedAvg(Strategy):
-    """Federated averaging (McMahan et al. 2017): θ ← θ + η_s Σ w_k Δ_k."""
-
-
-class FedAvgM(Strategy):
+class FedAvgM(FedAvg):
     """FedAvg with server momentum (Hsu et al. 2019): v ← β v + Δ, θ ← θ + η_s v.
 
     Parameters
@@ -184,7 +244,7 @@ class FedAvgM(Strategy):
     momentum : float, default 0.9
         β.
     server_lr, weighted, aggregator
-        As :class:`Strategy`.
+        As :class:`FedAvg`.
     """
 
     state_names = ("momentum",)
@@ -204,7 +264,7 @@ class FedAvgM(Strategy):
         return x + self.server_lr * v
 
 
-class _FedOpt(Strategy):
+class _FedOpt(FedAvg):
     """Reddi et al. 2021's adaptive server optimizers; subclasses give the v_t rule."""
 
     state_names = ("m", "v")
@@ -262,7 +322,7 @@ class FedAdam(_FedOpt):
     tau : float, default 1e-3
         Adaptivity τ (also sets v_{−1} = τ²).
     weighted, aggregator
-        As :class:`Strategy`.
+        As :class:`FedAvg`.
     """
 
     def _second_moment(self, v, d2):
@@ -280,7 +340,7 @@ class ProximalTerm(ClientHook):
         grads += self.mu * (params - ctx.global_params)
 
 
-class FedProx(Strategy):
+class FedProx(FedAvg):
     """FedProx (Li et al. 2020): FedAvg whose clients minimise f_k(θ) + μ/2 ‖θ − θ_global‖².
 
     Parameters
@@ -288,7 +348,7 @@ class FedProx(Strategy):
     mu : float, default 0.01
         Proximal coefficient μ ≥ 0 (μ = 0 is FedAvg).
     server_lr, weighted, aggregator
-        As :class:`Strategy`.
+        As :class:`FedAvg`.
     """
 
     def __init__(self, *, mu: float = 0.01, **kwargs):
@@ -328,7 +388,7 @@ class ScaffoldCorrection(ClientHook):
         ctx.extras["delta_c"] = c_i_new - c_i
 
 
-class Scaffold(Strategy):
+class Scaffold(FedAvg):
     """SCAFFOLD (Karimireddy et al. 2020): control variates correct client drift.
 
     The server keeps c; each client keeps c_i across rounds (stored by the simulation, saved
@@ -338,7 +398,7 @@ class Scaffold(Strategy):
     Parameters
     ----------
     server_lr, weighted, aggregator
-        As :class:`Strategy` (the paper's Δ is unweighted: pass ``weighted=False``).
+        As :class:`FedAvg` (the paper's Δ is unweighted: pass ``weighted=False``).
     """
 
     state_names = ("c",)
@@ -350,3 +410,14 @@ class Scaffold(Strategy):
         if "delta_c" in agg.extras:
             self._state["c"] += (agg.count / self._num_clients) * agg.extras["delta_c"].result()
         return x + self.server_lr * delta
+
+
+#: ``npgru federate --strategy`` names (and any other builder's): name → strategy class.
+STRATEGIES: Registry = Registry("strategy")
+STRATEGIES.register("fedavg", FedAvg)
+STRATEGIES.register("fedavgm", FedAvgM)
+STRATEGIES.register("fedadam", FedAdam)
+STRATEGIES.register("fedyogi", FedYogi)
+STRATEGIES.register("fedadagrad", FedAdagrad)
+STRATEGIES.register("fedprox", FedProx)
+STRATEGIES.register("scaffold", Scaffold)
