@@ -35,6 +35,24 @@ def test_help_explains_every_option(cmd, capsys):
         assert "(default:" in text
 
 
+@pytest.mark.parametrize("dataset", ["shakespeare", "sensors"])
+def test_unset_flags_take_their_datasets_defaults(dataset):
+    from npgru.cli import DATASET_DEFAULTS, fill_dataset_defaults, make_parser
+
+    args = make_parser().parse_args(["federate", "--dataset", dataset])
+    fill_dataset_defaults(args)
+    for name, by_dataset in DATASET_DEFAULTS.items():
+        assert getattr(args, name) == by_dataset[dataset], name
+    # a flag given on the command line wins over the dataset's default
+    args = make_parser().parse_args(["federate", "--dataset", dataset, "--lr", "0.5"])
+    fill_dataset_defaults(args)
+    assert args.lr == 0.5
+    # train's learning rate (Adam) does not depend on the dataset
+    args = make_parser().parse_args(["train", "--dataset", dataset])
+    fill_dataset_defaults(args)
+    assert args.lr == 3e-3 and args.seq_len == DATASET_DEFAULTS["seq_len"][dataset]
+
+
 @pytest.mark.parametrize(
     "argv,needle",
     [

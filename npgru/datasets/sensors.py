@@ -2,14 +2,20 @@
 
 Each device records one reading per step: a periodic signal (its own frequency, amplitude, phase,
 offset and a weaker second harmonic) plus a linear drift and Gaussian noise. Readings go missing
-at random and in short outages; faults are injected as spikes, stuck values or noise bursts. The
-model sees two features per step: the reading with gaps forward-filled, and a missing-indicator
-(1.0 where the reading was filled in), so the output never holds NaN.
+at random and in short outages; faults are injected as spikes, stuck values or noise bursts.
 
-Tasks: ``"forecast"`` regresses the next reading from a window; ``"fault"`` classifies whether a
-fault occurs within the window. Each device's first 80% of steps give its training windows and the
-last 20% its test windows (no window crosses the cut). Device ``k`` is generated from
-``(seed, k)`` alone, so it is the same whatever ``num_devices`` is.
+Devices differ in level and scale, so every device's readings are divided by their own standard
+deviation (measured on its training part only), and every window is expressed relative to its
+last reading. The model sees two features per step: that relative reading, with gaps
+forward-filled, and a missing-indicator (1.0 where the reading was filled in), so the output never
+holds NaN.
+
+Tasks: ``"forecast"`` regresses the *change* from the window's last reading to the next reading
+(so persistence, "the next reading repeats the last", predicts 0 and scores
+``meta["persistence_mse"]``); ``"fault"`` classifies whether a fault occurs within the window. Each
+device's first 80% of steps give its training windows and the last 20% its test windows (no window
+crosses the cut). Device ``k`` is generated from ``(seed, k)`` alone, so it is the same whatever
+``num_devices`` is.
 """
 
 from __future__ import annotations
@@ -47,13 +53,15 @@ def _device(
     """One device's readings (NaN where missing), per-step fault flags and its parameters."""
     t = np.arange(steps, dtype=np.float64)
     params = {
-        "period": float(rng.uniform(12.0, 120.0)),  # steps per cycle
+        # steps per cycle: fast enough that a 32-step window sees a good part of one, so the
+        # signal, not only the noise, separates a forecast from repeating the last reading
+        "period": float(rng.uniform(8.0, 48.0)),
         "amplitude": float(rng.uniform(0.5, 2.0)),
         "phase": float(rng.uniform(0.0, 2.0 * np.pi)),
         "offset": float(rng.normal(0.0, 1.0)),
         "harmonic": float(rng.uniform(0.0, 0.4)),  # relative weight of the second harmonic
         "drift": float(rng.normal(0.0, 1.0)),  # total change over the series
-        "noise": float(rng.uniform(0.02, 0.3)),
+        "noise": float(rng.uniform(0.02, 0.1)),
         # Devices differ in reliability: rates spread around the requested mean.
         "missing_rate": float(missing_rate * rng.uniform(0.0, 2.0)),
         "fault_rate": float(fault_rate * rng.uniform(0.25, 1.75)),
@@ -107,19 +115,26 @@ def _examples(
     stride: int,
     task: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Windows of ``features`` and their targets, for one contiguous stretch of steps."""
+    """Windows of ``features`` (relative to their last reading) and their targets, for one
+    contiguous stretch of scaled steps."""
     steps = len(features)
     if task == "forecast":
-        # Predict the reading right after the window; windows whose next reading is missing are
-        # skipped, since a forward-filled target would teach the model to copy the last value.
+        # Predict the change to the reading right after the window. Windows whose next reading
+        # is missing are skipped (a forward-filled target would teach the model to copy the last
+        # value), and so are those whose next reading is faulty: a fault's onset cannot be
+        # forecast from the past, and detecting faults is the "fault" task's job.
         starts = np.arange(0, steps - window, stride)
-        starts = starts[~np.isnan(value[starts + window])]
-        y = value[starts + window].astype(np.float32)[:, None]
+        starts = starts[~np.isnan(value[starts + window]) & ~faults[starts + window]]
     else:
         starts = np.arange(0, steps - window + 1, stride)
+    x = features[starts[:, None] + np.arange(window)]
+    last = x[:, -1:, 0].copy()
+    x[..., 0] -= last
+    if task == "forecast":
+        y = (value[starts + window] - last[:, 0]).astype(np.float32)[:, None]
+    else:
         hits = np.concatenate([[0], np.cumsum(faults)])
         y = (hits[starts + window] - hits[starts] > 0).astype(np.int32)
-    x = features[starts[:, None] + np.arange(window)]
     return x.astype(np.float32), y
 
 
@@ -145,9 +160,10 @@ def load(
     window : int, default 32
         Steps per example.
     task : {"forecast", "fault"}, default "forecast"
-        ``"forecast"``: regress the reading after the window (task ``"regression"``, ``y`` float32
-        ``(N, 1)``). ``"fault"``: does a fault occur within the window (task ``"classification"``,
-        ``y`` int32 ``(N,)`` in {0, 1}).
+        ``"forecast"``: regress the change from the window's last reading to the reading after
+        the window, in the device's scale (task ``"regression"``, ``y`` float32 ``(N, 1)``;
+        windows whose next reading is missing or faulty are left out). ``"fault"``: does a fault
+        occur within the window (task ``"classification"``, ``y`` int32 ``(N,)`` in {0, 1}).
     seed : int, default 0
         Seed; device ``k`` depends on ``(seed, k)`` only.
     stride : int, default 1
@@ -163,10 +179,13 @@ def load(
     -------
     FederatedData
         ``x`` is float32 ``(N, window, 2)`` with features :data:`FEATURES` (the reading,
-        forward-filled, and a missing-indicator), free of NaN. Clients are ``"device-000"``, … in
-        order. ``meta`` holds ``features``, ``num_classes`` (fault task), ``window`` and
-        ``devices``: each device's generating parameters and its fraction of faulty and missing
-        steps.
+        forward-filled, divided by the device's ``scale`` and minus the window's last reading, so
+        the last step is 0; and a missing-indicator), free of NaN. Clients are ``"device-000"``, …
+        in order. ``meta`` holds ``features``, ``num_classes`` (fault task), ``window``,
+        ``persistence_mse`` (forecast task: the pooled test MSE of predicting no change, the
+        baseline a forecaster must beat) and ``devices``: each device's generating parameters, its
+        ``scale`` (the standard deviation of its observed training readings) and its fraction of
+        faulty and missing steps.
     """
     _check_int("num_devices", num_devices, 1)
     _check_int("steps", steps, 2)
@@ -191,6 +210,10 @@ def load(
     for k in range(num_devices):
         rng = np.random.default_rng([seed, k])
         value, faults, params = _device(rng, steps, missing_rate, fault_rate)
+        observed = value[:cut][~np.isnan(value[:cut])]
+        # the training part alone sets the scale, so no test reading leaks into the inputs
+        scale = float(observed.std()) if observed.size > 1 and observed.std() > 0 else 1.0
+        value /= scale
         filled, missing = _fill(value)
         features = np.stack([filled, missing.astype(np.float64)], axis=1)
         parts = [
@@ -198,11 +221,14 @@ def load(
             for a, b in ((0, cut), (cut, steps))
         ]
         clients.append(ClientData(f"device-{k:03d}", *parts[0], *parts[1]))
-        params.update(fault_fraction=float(faults.mean()), missing_fraction=float(missing.mean()))
+        params.update(scale=scale, fault_fraction=float(faults.mean()),
+                      missing_fraction=float(missing.mean()))
         devices.append(params)
 
     meta = {"features": list(FEATURES), "window": window, "stride": stride, "devices": devices}
     if task == "fault":
         meta["num_classes"] = 2
         return FederatedData(clients=clients, task="classification", meta=meta)
+    y_test = np.concatenate([c.y_test for c in clients])
+    meta["persistence_mse"] = float(np.mean(y_test.astype(np.float64) ** 2)) if y_test.size else None
     return FederatedData(clients=clients, task="regression", meta=meta)
