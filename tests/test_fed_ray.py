@@ -88,3 +88,18 @@ def test_executor_named_ray_resolves_to_the_ray_executor(ray):
     from npgru.fed.ray_executor import RayExecutor
 
     assert isinstance(make_executor("ray", 2), RayExecutor)
+
+
+@pytest.mark.timeout(180, method="thread")
+def test_a_client_stuck_inside_a_step_has_its_actor_killed_and_replaced(ray):
+    from .test_faults import clients, good_model, hanging_update
+
+    kinds = ["", "sleep", "deaf", ""]
+    good_model(kinds)
+    sim = make_sim(data=clients(kinds), clients_per_round=4, rounds=2, local_update=hanging_update,
+                   executor=ray_executor(), eval_every=0, time_budget=3.0)
+    history = sim.run()
+    for record in history:
+        assert record["ok"] == ["c0", "c3"]
+        for cid in ("c1sleep", "c2deaf"):
+            assert record["dropped"][cid].startswith("timeout"), record["dropped"]

@@ -10,13 +10,16 @@ serial executor's, whatever the cluster's size or timing.
 A worker process that dies (a lost node, an out-of-memory kill) is restarted by Ray and its
 task run again: a local update is a deterministic function of its inputs, so the repeated
 result is the same. A client whose update still cannot complete is returned as a failed
-:class:`~npgru.fed.client.FitRes` and dropped from the round like any failing client.
+:class:`~npgru.fed.client.FitRes` and dropped from the round like any failing client. A client
+still running :func:`~npgru.fed.executors.kill_grace` seconds past ``time_budget`` has its actor
+killed and replaced, and is dropped as timed out.
 
 Ray is an optional extra (``pip install npgru[ray]``), imported when the executor starts.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .client import EvalRes, FitIns, FitRes, evaluate_client, run_fit
-from .executors import Executor, clone_model
+from .executors import Executor, clone_model, kill_grace
 
 #: how often Ray restarts a lost actor and re-runs its task before the client counts as failed
 MAX_RETRIES = 2
@@ -101,35 +104,58 @@ class RayExecutor(Executor):
         self._ray = ray
         self._new_actor = lambda: actor.remote(model, self._clients_ref, training, update)
         self._actors = [self._new_actor() for _ in range(workers)]
+        budget = training.time_budget
+        self._fit_limit = None if budget is None else budget + kill_grace(budget)
 
     def fit(self, params, tasks) -> Iterator[FitRes]:
         def failed(ins: FitIns, error: Exception) -> FitRes:
             return FitRes(client_id=ins.client_id,
                           error=f"Ray worker lost: {type(error).__name__}: {error}")
 
-        yield from self._in_order("fit", params, tasks, failed)
+        def timed_out(ins: FitIns) -> FitRes:
+            return FitRes(client_id=ins.client_id,
+                          error=f"timeout: still running {self._fit_limit:.3g} s after it started; "
+                                "its Ray actor was killed")
+
+        yield from self._in_order("fit", params, tasks, failed, (self._fit_limit, timed_out))
 
     def evaluate(self, params, client_ids) -> Iterator[EvalRes]:
         yield from self._in_order("evaluate", params, client_ids, None)
 
     def _in_order(self, method: str, params: np.ndarray, items: Sequence,
-                  on_error) -> Iterator[Any]:
-        """Run ``actor.<method>(params, item)`` on idle actors; yield results in item order."""
+                  on_error, deadline: tuple = (None, None)) -> Iterator[Any]:
+        """Run ``actor.<method>(params, item)`` on idle actors; yield results in item order.
+
+        ``deadline`` is ``(seconds, on_timeout)``: a task still running that long after it
+        was handed to an (idle) actor has the actor killed and replaced, and its result is
+        ``on_timeout(item)``.
+        """
+        limit, on_timeout = deadline
         ray = self._ray
         params_ref = ray.put(np.ascontiguousarray(params))  # once per round, not per task
         pending = deque(enumerate(items))
         idle = list(self._actors)
-        running: dict = {}  # object ref -> (item index, actor)
+        running: dict = {}  # object ref -> (item index, actor, start time)
         finished: dict[int, Any] = {}
         next_index = 0
         while next_index < len(items):
             while idle and pending:
                 i, item = pending.popleft()
                 worker = idle.pop()
-                running[getattr(worker, method).remote(params_ref, item)] = (i, worker)
-            ready, _ = ray.wait(list(running), num_returns=1)
+                ref = getattr(worker, method).remote(params_ref, item)
+                running[ref] = (i, worker, time.monotonic())
+            ready, _ = ray.wait(list(running), num_returns=1,
+                                timeout=None if limit is None else 0.2)
+            if limit is not None:
+                now = time.monotonic()
+                for ref in [r for r, (_, _, t0) in running.items()
+                            if r not in ready and now - t0 > limit]:
+                    i, worker, _ = running.pop(ref)
+                    ray.kill(worker, no_restart=True)
+                    finished[i] = on_timeout(items[i])
+                    idle.append(self._replace(worker))
             for ref in ready:
-                i, worker = running.pop(ref)
+                i, worker, _ = running.pop(ref)
                 try:
                     finished[i] = ray.get(ref)
                 except ray.exceptions.RayError as e:
