@@ -1,6 +1,6 @@
 # The two set-up commands of the README: `make demo` (the main job) and `make test`.
-# Each builds .venv from this repository's own files on first use: the demo needs only the
-# package itself, the tests also every extra they check against (torch, ONNX, Ray, Flower, …).
+# Each builds .venv from this repository's own files on first use: the demo needs the package
+# with Numba and matplotlib, the tests also every extra they check against (torch, ONNX, Ray, …).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # NPGRU_REQUIRE: a test whose package (everything the test install brings) cannot be imported
 # fails instead of being skipped, so a green run means the parity, backend, ONNX, accountant,
 # Ray, Flower and notebook tests all ran.
-REQUIRED := torch,numba,onnx,onnxruntime,dp_accounting,threadpoolctl,nbformat,nbclient,ipykernel,ray,flwr
+REQUIRED := torch,numba,onnx,onnxruntime,dp_accounting,threadpoolctl,nbformat,nbclient,ipykernel,ray,flwr,matplotlib,tqdm,build,hatchling
 
 .PHONY: demo test lint typecheck docs bench clean
 
@@ -35,8 +35,9 @@ test: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(VENV)/bin/mypy npgru
 
+# NO_MKDOCS_2_WARNING: silences Material's banner about MkDocs 2 (not a warning of this build)
 docs: $(VENV)/.installed-test
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
