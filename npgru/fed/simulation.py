@@ -13,19 +13,33 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .._atomic import write_atomic
+from .._checks import (
+    InputTypeError,
+    InputValueError,
+    check_int_range,
+    check_positive_float,
+    check_real_range,
+)
 from ..datasets.base import ClientData, FederatedData
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import check_restorable, load_checkpoint, save_checkpoint
 from .client import FitIns, LocalTraining, UnusableResult, check_result, local_update
 from .executors import Executor, clone_model, make_executor
+from .identity import array_digest, data_fingerprint, describe, differences
 from .sampling import SYSTEM, clients_per_round_count, make_rng, sample_clients
 from .strategies import FedAvg, Strategy
 
 CHECKPOINT_NAME = "checkpoint.npz"
+
+#: Simulation's keywords of one release ago → the LocalTraining field each now sets.
+LEGACY_TRAINING = {"local_epochs": "epochs", "local_steps": "steps", "batch_size": "batch_size",
+                   "optimizer": "optimizer", "lr": "lr", "optimizer_kwargs": "optimizer_kwargs",
+                   "clip_norm": "clip_norm", "time_budget": "time_budget"}
 
 
 class History:
@@ -68,6 +82,11 @@ class History:
         return cls(json.loads(text))
 
 
+def _short(value, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _json_number(x) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
@@ -84,17 +103,21 @@ class Simulation:
     data : FederatedData or sequence of ClientData
         The clients (ids must be unique).
     strategy : Strategy, optional
-        Default :class:`~npgru.fed.FedAvg`. Its server state is reset by :meth:`run`.
+        Default :class:`~npgru.fed.FedAvg`; a plain strategy or a stack of stages. Its server
+        state is reset by :meth:`run`.
+    training : LocalTraining, optional
+        How clients train locally (optimizer, lr, batch size, epochs or steps, clip, time
+        budget); default ``LocalTraining()``. The keywords ``local_epochs``, ``local_steps``,
+        ``batch_size``, ``optimizer``, ``lr``, ``optimizer_kwargs``, ``clip_norm`` and
+        ``time_budget`` still set its fields, with a ``DeprecationWarning``, for one release.
     rounds : int, default 10
         Total number of rounds (a resumed run continues up to it).
     clients_per_round : int or float, default 10
         A count, or a fraction in (0, 1] of all clients.
     min_clients : int, default 1
         Valid updates a round needs to commit; with fewer, the model stays as it was and the
-        round is recorded as failed.
-    local_epochs, local_steps, batch_size, optimizer, lr, optimizer_kwargs, clip_norm, time_budget
-        Local training, see :class:`~npgru.fed.LocalTraining` (epochs and steps may be
-        mappings of client id to int).
+        round is recorded as failed. The strategy's own ``min_clients`` (Krum's ``2f + 3``)
+        applies too: a round needs the larger of the two.
     dropout : float, default 0
         Probability that a sampled client drops out before training.
     stragglers : float, default 0
@@ -122,6 +145,10 @@ class Simulation:
         Checkpoint every this many rounds (and after the last).
     seed : int, default 0
         The seed of every random choice: sampling, drop-outs, stragglers, local shuffling.
+    options : mapping, optional
+        How the model and data were made beyond what the simulation sees (e.g. the command
+        line's dataset options), as plain values: saved with checkpoints and compared on
+        resume, so a refused resume names the option that differs.
 
     Attributes
     ----------
@@ -136,36 +163,45 @@ class Simulation:
 
     Examples
     --------
-    >>> sim = Simulation(model, data, FedAdam(), rounds=20, clients_per_round=0.1)
+    >>> sim = Simulation(model, data, FedAdam(), rounds=20, clients_per_round=0.1,
+    ...                  training=LocalTraining(lr=0.1, batch_size=16))
     >>> history = sim.run()
     >>> history[-1]["test_loss"]
     """
 
-    def __init__(self, model, data, strategy: Strategy | None = None, *, rounds: int = 10,
+    def __init__(self, model, data, strategy: Strategy | None = None, *,
+                 training: LocalTraining | None = None, rounds: int = 10,
                  clients_per_round: int | float = 10, min_clients: int = 1,
-                 local_epochs=1, local_steps=None, batch_size: int = 32,
-                 optimizer: str | Callable = "sgd", lr: float = 0.1,
-                 optimizer_kwargs: dict | None = None, clip_norm: float | None = None,
-                 time_budget: float | None = None, dropout: float = 0.0,
-                 stragglers: float = 0.0, straggler_policy: str = "drop",
+                 dropout: float = 0.0, stragglers: float = 0.0, straggler_policy: str = "drop",
                  executor: str | Executor = "serial", workers: int | None = None,
                  local_update: Callable | None = None, eval_every: int = 1,
                  federated_eval: bool = True, test_data: tuple | None = None,
-                 checkpoint_dir: str | None = None, checkpoint_every: int = 1, seed: int = 0):
+                 checkpoint_dir: str | None = None, checkpoint_every: int = 1, seed: int = 0,
+                 options: Mapping | None = None, **legacy):
+        unknown = sorted(set(legacy) - set(LEGACY_TRAINING))
+        if unknown:
+            raise TypeError(f"Simulation() got an unexpected keyword argument {unknown[0]!r}")
+        # the name of each training setting in error messages: as the caller passed it
+        self._training_names = {field: f"training.{field}" for field in LEGACY_TRAINING.values()}
+        if legacy:
+            if training is not None:
+                raise InputTypeError(f"pass either training= or the deprecated {sorted(legacy)}, "
+                                     "not both")
+            warnings.warn(f"Simulation({', '.join(f'{k}=' for k in legacy)}) is deprecated and "
+                          "will be removed in the next release; pass training=LocalTraining(...)",
+                          DeprecationWarning, stacklevel=2)
+            fields = {LEGACY_TRAINING[k]: v for k, v in legacy.items()}
+            if fields.get("optimizer_kwargs", ()) is None:
+                fields["optimizer_kwargs"] = {}
+            training = LocalTraining(**fields)
+            self._training_names.update({LEGACY_TRAINING[k]: k for k in legacy})
         self.model = model
         self.data = data
         self.strategy = strategy
+        self.training = LocalTraining() if training is None else training
         self.rounds = rounds
         self.clients_per_round = clients_per_round
         self.min_clients = min_clients
-        self.local_epochs = local_epochs
-        self.local_steps = local_steps
-        self.batch_size = batch_size
-        self.optimizer = optimizer
-        self.lr = lr
-        self.optimizer_kwargs = optimizer_kwargs
-        self.clip_norm = clip_norm
-        self.time_budget = time_budget
         self.dropout = dropout
         self.stragglers = stragglers
         self.straggler_policy = straggler_policy
@@ -178,6 +214,7 @@ class Simulation:
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.seed = seed
+        self.options = options
 
     # -- checks ---------------------------------------------------------------------------
     def _clients(self) -> list[ClientData]:
@@ -199,68 +236,71 @@ class Simulation:
         return clients
 
     def _check_settings(self) -> None:
-        for name in ("rounds", "min_clients", "batch_size", "checkpoint_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("local_epochs", "local_steps"):
-            value = getattr(self, name)
-            values = value.values() if isinstance(value, Mapping) else [value]
-            if name == "local_steps" and value is None:
-                continue
-            if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
-                   for v in values):
-                raise ValueError(
-                    f"{name} must be a positive integer or a mapping of client id to one, "
-                    f"got {value!r}"
-                )
-        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) \
-                or self.eval_every < 0:
-            raise ValueError(f"eval_every must be a non-negative integer, got {self.eval_every!r}")
+        for name in ("rounds", "min_clients", "checkpoint_every"):
+            check_int_range(name, getattr(self, name), 1)
+        check_int_range("eval_every", self.eval_every, 0)
+        check_int_range("seed", self.seed, 0)
         for name in ("dropout", "stragglers"):
-            p = getattr(self, name)
-            if not 0.0 <= p < 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1), got {p!r}")
+            check_real_range(name, getattr(self, name), 0, 1, include_high=False)
         if self.straggler_policy not in ("drop", "partial"):
-            raise ValueError(
+            raise InputValueError(
                 f"straggler_policy must be 'drop' or 'partial', got {self.straggler_policy!r}"
             )
-        if not (np.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if not callable(self.optimizer) and self.optimizer not in ("sgd", "adam", "adamw"):
-            raise ValueError(
-                f"optimizer must be 'sgd', 'adam', 'adamw' or a callable, got {self.optimizer!r}"
+        if self.strategy is not None and not isinstance(self.strategy, Strategy):
+            raise InputTypeError(f"strategy must be a Strategy, got {type(self.strategy).__name__}")
+        if self.options is not None and not isinstance(self.options, Mapping):
+            raise InputTypeError(f"options must be a mapping, got {type(self.options).__name__}")
+        self._check_training()
+
+    def _check_training(self) -> None:
+        t, names = self.training, self._training_names
+        if not isinstance(t, LocalTraining):
+            raise InputTypeError(f"training must be a LocalTraining, got {type(t).__name__}")
+        check_int_range(names["batch_size"], t.batch_size, 1)
+        for field in ("epochs", "steps"):
+            value = getattr(t, field)
+            if field == "steps" and value is None:
+                continue
+            if isinstance(value, Mapping):
+                for cid, v in value.items():
+                    check_int_range(f"{names[field]}[{cid!r}]", v, 1)
+            else:
+                check_int_range(names[field], value, 1)
+        check_real_range(names["lr"], t.lr, 0, include_low=False)
+        if not np.isfinite(t.lr):
+            raise InputValueError(f"{names['lr']} must be finite, got {t.lr!r}")
+        for field in ("clip_norm", "time_budget"):
+            check_positive_float(names[field], getattr(t, field), allow_none=True)
+        if not callable(t.optimizer) and t.optimizer not in ("sgd", "adam", "adamw"):
+            raise InputValueError(
+                f"{names['optimizer']} must be 'sgd', 'adam', 'adamw' or a callable, "
+                f"got {t.optimizer!r}"
             )
+        if not isinstance(t.optimizer_kwargs, Mapping):
+            raise InputTypeError(f"{names['optimizer_kwargs']} must be a mapping, got "
+                                 f"{type(t.optimizer_kwargs).__name__}")
 
-    def _training(self) -> LocalTraining:
-        return LocalTraining(
-            optimizer=self.optimizer, lr=self.lr, optimizer_kwargs=self.optimizer_kwargs or {},
-            batch_size=self.batch_size, epochs=self.local_epochs, steps=self.local_steps,
-            clip_norm=self.clip_norm, time_budget=self.time_budget,
-        )
-
-    def _meta(self, strategy: Strategy, num_clients: int) -> dict:
+    def _identity(self, strategy: Strategy, clients: list[ClientData]) -> dict:
         """What a checkpoint must agree with to be resumed by this simulation.
 
-        Everything that shapes a round's result except ``rounds`` (a resumed run may go on
-        longer) and where it runs (executors give the same bits).
+        Everything that shapes the model or the history's figures: the settings, the local
+        training, the model's configuration, the data (ids, sizes and a hash of every array),
+        the centralized test set, the strategy as its stages describe it, and the caller's
+        ``options`` — but not ``rounds`` (a resumed run may go on longer), how often it
+        evaluates or checkpoints, or where it runs (executors give the same bits).
         """
-
-        def describe(value):
-            if callable(value):
-                return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', '?')}"
-            return value if isinstance(value, (int, float, str, type(None))) else repr(value)
-
-        settings = ("clients_per_round", "min_clients", "local_epochs", "local_steps",
-                    "batch_size", "optimizer", "lr", "optimizer_kwargs", "clip_norm", "dropout",
-                    "stragglers", "straggler_policy", "local_update", "seed")
+        settings = ("clients_per_round", "min_clients", "dropout", "stragglers",
+                    "straggler_policy", "local_update", "seed")
         return {
-            **{name: describe(getattr(self, name)) for name in settings},
+            "options": describe(dict(self.options or {})),
+            "simulation": {name: describe(getattr(self, name)) for name in settings},
+            "training": describe(self.training),
             "model": {k: describe(v) for k, v in self.model.config().items()},
             "num_params": int(self.model.flat_params.size),
             "dtype": str(self.model.flat_params.dtype),
-            "num_clients": num_clients,
-            "strategy": repr(strategy),
+            "data": data_fingerprint(clients),
+            "test_data": None if self.test_data is None else array_digest(*self.test_data),
+            "strategy": strategy.describe(),
         }
 
     # -- running --------------------------------------------------------------------------
@@ -292,22 +332,29 @@ class Simulation:
         ids = [c.client_id for c in clients]
         per_round = clients_per_round_count(self.clients_per_round, len(clients))
         strategy = self.strategy if self.strategy is not None else FedAvg()
+        self._min_clients = max(int(self.min_clients), strategy.min_clients)
+        if self._min_clients > per_round:
+            raise InputValueError(
+                f"a round needs {self._min_clients} valid updates (min_clients={self.min_clients}, "
+                f"the strategy's min_clients={strategy.min_clients}) but clients_per_round="
+                f"{self.clients_per_round!r} samples only {per_round}: every round would fail"
+            )
         model = clone_model(self.model)
         model.flat_params[...] = self.model.flat_params
         model.eval()
         params = model.flat_params  # the global parameters, updated in place by commits
         strategy.initialize(params, len(clients))
-        meta = self._meta(strategy, len(clients))
+        meta = self._identity(strategy, clients)
         self.model_, self.strategy_, self.history_ = model, strategy, History()
         self.client_states_: dict[str, dict[str, np.ndarray]] = {}
         start = 0
         path = None if self.checkpoint_dir is None else os.path.join(self.checkpoint_dir,
                                                                      CHECKPOINT_NAME)
         if resume and path is not None and os.path.exists(path):
-            start = self._restore(load_checkpoint(path), meta, strategy)
+            start = self._restore(path, load_checkpoint(path), meta, strategy)
         test_set = self._test_set(clients)
         executor = make_executor(self.executor, self.workers)
-        executor.start(self.model, clients, self._training(), self.local_update or local_update)
+        executor.start(self.model, clients, self.training, self.local_update or local_update)
         with executor:
             for t in range(start + 1, self.rounds + 1):
                 record = self._round(t, ids, per_round, strategy, executor)
@@ -323,13 +370,24 @@ class Simulation:
                     callback(record)
         return self.history_
 
-    def _restore(self, ckpt: dict, meta: dict, strategy: Strategy) -> int:
-        if ckpt["meta"] != meta:
-            diff = sorted(k for k in meta if ckpt["meta"].get(k) != meta[k])
-            raise ValueError(
-                f"the checkpoint was written by a different simulation (differs in {diff}); "
-                "use another checkpoint_dir or resume=False"
+    def _restore(self, path: str, ckpt: dict, meta: dict, strategy: Strategy) -> int:
+        diffs = differences(ckpt["meta"], meta)
+        if diffs:
+            # the caller's options first: they say why the data or model differ
+            diffs.sort(key=lambda d: not d[0].startswith("options."))
+            shown = "; ".join(f"{key.removeprefix('options.')}: checkpoint {_short(saved)}, "
+                              f"now {_short(now)}" for key, saved, now in diffs[:3])
+            more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+            raise InputValueError(
+                f"cannot resume from {path}: it was written by a different simulation "
+                f"({shown}{more}); use another checkpoint_dir or resume=False"
             )
+        if ckpt["round"] > self.rounds:
+            raise InputValueError(
+                f"rounds={self.rounds} is smaller than round {ckpt['round']} of the checkpoint "
+                f"{path}: resuming can only go on to more rounds"
+            )
+        check_restorable(ckpt, self.model_.flat_params, strategy.state_dict(), path)
         self.model_.flat_params[...] = ckpt["params"]
         strategy.load_state_dict(ckpt["strategy_state"])
         self.client_states_ = ckpt["client_states"]
@@ -385,9 +443,9 @@ class Simulation:
                 loss_sum += res.num_examples * float(res.metrics["loss"])
                 loss_weight += res.num_examples
         status, failure, committed_metrics = "ok", None, {}
-        if agg.count < self.min_clients:
+        if agg.count < self._min_clients:
             status = "failed"
-            failure = f"{agg.count} valid updates, fewer than min_clients={self.min_clients}"
+            failure = f"{agg.count} valid updates, fewer than min_clients={self._min_clients}"
         else:
             failure = self._commit(t, strategy, agg)
             if failure is None:
