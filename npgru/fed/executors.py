@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from .._checks import InputValueError
+from .._registry import Registry
 from ..datasets.base import ClientData
 from .client import (
     EvalRes,
@@ -357,21 +359,30 @@ class ProcessExecutor(Executor):
             self._pool = None
 
 
+def _ray_executor(workers: int | None = None) -> Executor:
+    from .ray_executor import RayExecutor
+
+    return RayExecutor(workers)
+
+
+#: ``executor=`` / ``npgru federate --executor`` names: name → ``f(workers) -> Executor``.
+EXECUTORS: Registry = Registry("executor")
+EXECUTORS.register("serial", lambda workers=None: SerialExecutor())
+EXECUTORS.register("process", ProcessExecutor)
+EXECUTORS.register("ray", _ray_executor)
+
+
 def make_executor(executor: str | Executor, workers: int | None = None) -> Executor:
-    """Resolve ``"serial"``, ``"process"``, ``"ray"`` or an :class:`Executor` instance.
+    """Resolve a name of :data:`EXECUTORS` (``"serial"``, ``"process"``, ``"ray"``) or an
+    :class:`Executor` instance.
 
     ``"ray"`` starts (or, with ``RAY_ADDRESS`` set, joins) a Ray cluster; it needs the ``ray``
     extra (``pip install npgru[ray]``).
     """
     if isinstance(executor, Executor):
         return executor
-    if executor == "serial":
-        return SerialExecutor()
-    if executor == "process":
-        return ProcessExecutor(workers)
-    if executor == "ray":
-        from .ray_executor import RayExecutor
-
-        return RayExecutor(workers)
-    raise ValueError(
-        f"executor must be 'serial', 'process', 'ray' or an Executor, got {executor!r}")
+    if not isinstance(executor, str) or executor not in EXECUTORS:
+        raise InputValueError(
+            f"executor must be one of {', '.join(map(repr, EXECUTORS))} or an Executor, "
+            f"got {executor!r}")
+    return EXECUTORS[executor](workers)
