@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._atomic import write_atomic
+from ._checks import InputValueError
 from .gru import GRU
 from .models import CharLM, SequenceClassifier, SequenceRegressor
 from .module import Module
@@ -66,19 +67,50 @@ def load(path: str | os.PathLike) -> Module:
     path = os.fspath(path)
     arrays = read_npz(path)
     if META_KEY not in arrays:
-        raise ValueError(f"{path} is not an npgru model file: it has no {META_KEY!r} entry")
+        raise InputValueError(f"{path} is not an npgru model file: it has no {META_KEY!r} entry")
+    state = {k[len(PARAM_PREFIX) :]: v for k, v in arrays.items() if k.startswith(PARAM_PREFIX)}
     try:
         meta = read_meta(arrays.pop(META_KEY), FORMAT, VERSION)
+        check_config_sizes(meta["config"], state)  # before the constructor allocates
         model = MODEL_CLASSES[meta["class"]](**meta["config"])
-        model.load_state_dict(
-            {k[len(PARAM_PREFIX) :]: v for k, v in arrays.items() if k.startswith(PARAM_PREFIX)}
-        )
+        model.load_state_dict(state)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{path} is not a valid npgru model file: {e}") from e
+        raise InputValueError(f"{path} is not a valid npgru model file: {e}") from e
     extra = [k for k in arrays if not k.startswith(PARAM_PREFIX)]
     if extra:
-        raise ValueError(f"{path} is not a valid npgru model file: unexpected entries {extra}")
+        raise InputValueError(f"{path} is not a valid npgru model file: unexpected entries {extra}")
     return model
+
+
+def check_config_sizes(config: dict, state: Mapping[str, np.ndarray]) -> None:
+    """Refuse a file whose config claims sizes its own arrays do not have.
+
+    Every size a constructor allocates by is read off the parameter arrays first (hidden and
+    input size from the recurrent weights, layers from their count, head and embedding sizes
+    from theirs), so a crafted header can never make the loader allocate more than the file's
+    arrays justify.
+    """
+    hh = next((k for k in state if k.endswith("weight_hh_l0")), None)
+    prefix = "" if hh is None else hh[: -len("weight_hh_l0")]
+    pattern = re.compile(re.escape(prefix) + r"weight_ih_l(\d+)$")
+
+    def dim(key: str, axis: int):
+        a = state.get(key)
+        return None if a is None or a.ndim <= axis else int(a.shape[axis])
+
+    actual = {
+        "hidden_size": dim(f"{prefix}weight_hh_l0", 1),
+        "input_size": dim(f"{prefix}weight_ih_l0", 1),
+        "num_layers": sum(bool(pattern.match(k)) for k in state) or None,
+        "output_size": dim("fc.weight", 0),
+        "num_classes": dim("fc.weight", 0),
+        "vocab_size": dim("embed.weight", 0),
+        "embed_dim": dim("embed.weight", 1),
+    }
+    for name, size in actual.items():
+        if name in config and config[name] != size:
+            raise ValueError(f"its config says {name}={config[name]!r}, but its arrays have "
+                             f"{'no such entry' if size is None else size}")
 
 
 def read_npz(path: str, what: str = "npgru model file") -> dict[str, np.ndarray]:
@@ -89,17 +121,25 @@ def read_npz(path: str, what: str = "npgru model file") -> dict[str, np.ndarray]
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is damaged, truncated, holds pickled data or is not an ``.npz`` archive.
+        If the file is damaged, truncated, holds pickled data or is not an ``.npz`` archive
+        (an :class:`~npgru._checks.InputValueError` naming the file and what is wrong).
     """
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no such model file: {path}")
+        raise FileNotFoundError(f"no such {what}: {path}")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic == b"\x93NUMPY":
+            raise ValueError("it is a single .npy array, not an .npz archive")
+        if magic[:2] != b"PK":  # numpy would try it as a pickle and advise allow_pickle
+            raise ValueError("it is not an .npz (zip) archive")
         with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise ValueError("it is a single .npy array, not an .npz archive")
             return {k: npz[k] for k in npz.files}
     except _READ_ERRORS as e:
-        raise ValueError(f"cannot read {path} as an {what}: {e}") from e
+        reason = str(e)
+        if "pickle" in reason:  # numpy's message advises loading it unsafely: never
+            reason = "it holds object arrays (pickled data), which npgru never loads"
+        raise InputValueError(f"cannot read {path} as an {what}: {reason}") from e
 
 
 def read_meta(entry: np.ndarray | None, fmt: str, version: int) -> dict:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from ._checks import check_float_dtype
+from ._checks import InputValueError, check_float_dtype
 
 
 class Module:
@@ -117,9 +117,15 @@ class Module:
                 raise ValueError(
                     f"state[{name!r}] has shape {v.shape}, expected {p.shape}"
                 )
-            if not np.all(np.isfinite(v)):
-                raise ValueError(f"state[{name!r}] contains NaN or Inf")
-            arrays[name] = v
+            with np.errstate(over="ignore"):  # an overflow is what the check below reports
+                cast = v.astype(self.dtype, copy=False)
+            if not np.all(np.isfinite(cast)):  # after the cast: 1e300 is inf in float32
+                if not np.all(np.isfinite(v)):
+                    raise InputValueError(f"state[{name!r}] contains NaN or Inf")
+                raise InputValueError(
+                    f"state[{name!r}] has values beyond the {self.dtype} range (largest "
+                    f"magnitude {float(np.max(np.abs(v))):.3g}), which become Inf")
+            arrays[name] = cast
         for name, v in arrays.items():
             self.params[name][...] = v
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from npgru import fed
+from npgru._checks import InputValueError
 from npgru.datasets import ClientData
 
 from ._fed_common import classification_data, classifier
@@ -210,3 +211,167 @@ def test_workers_ignore_ctrl_c_so_only_the_parent_reports_it():
     finally:
         ex.close()
     assert handler == signal.SIG_IGN
+
+
+# -- 3: damaged checkpoints ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """The bytes of a real two-round checkpoint, and the settings that wrote it."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    kinds = ["", "", ""]
+    sim_of(kinds, fed.local_update, rounds=2, checkpoint_dir=str(folder)).run()
+    return (folder / "checkpoint.npz").read_bytes()
+
+
+def resume_from(tmp_path, content: bytes):
+    (tmp_path / "checkpoint.npz").write_bytes(content)
+    sim = sim_of(["", "", ""], fed.local_update, rounds=3, checkpoint_dir=str(tmp_path))
+    return sim.run(resume=True)
+
+
+def rewrite(content: bytes, tmp_path, **changes) -> bytes:
+    """The checkpoint with some entries replaced (None: removed)."""
+    import io
+
+    with np.load(io.BytesIO(content)) as z:
+        arrays = {k: z[k] for k in z.files}
+    for key, value in changes.items():
+        key = key.replace("__", "/")
+        if value is None:
+            del arrays[key]
+        else:
+            arrays[key] = value
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def damaged(content: bytes, tmp_path) -> dict:
+    import json
+
+    history = json.loads(str(np.load(__import__("io").BytesIO(content))["history"]))
+    return {
+        "empty": b"",
+        "truncated": content[: len(content) // 2],
+        "truncated_tail": content[:-10],
+        "text": b"not a checkpoint at all",
+        "npy": b"\x93NUMPY" + content[6:],
+        "round_2.5": rewrite(content, tmp_path, round=np.array(2.5)),
+        "round_negative": rewrite(content, tmp_path, round=np.array(-1)),
+        "round_text": rewrite(content, tmp_path, round=np.array("2")),
+        "history_short": rewrite(content, tmp_path, history=np.array(json.dumps(history[:1]))),
+        "history_not_json": rewrite(content, tmp_path, history=np.array("[{")),
+        "history_not_list": rewrite(content, tmp_path, history=np.array("{}")),
+        "meta_missing": rewrite(content, tmp_path, meta=None),
+        "params_missing": rewrite(content, tmp_path, params=None),
+        "params_nan": rewrite(content, tmp_path, params=np.full(10, np.nan)),
+        "params_2d": rewrite(content, tmp_path, params=np.zeros((2, 2))),
+        "params_int": rewrite(content, tmp_path, params=np.zeros(10, dtype=np.int64)),
+        "format_wrong": rewrite(content, tmp_path, format=np.array("npgru-model")),
+        "client_ids_missing": rewrite(content, tmp_path, client_ids=None),
+        "unknown_key": rewrite(content, tmp_path, bogus=np.zeros(1)),
+        "client_index_out_of_range": rewrite(content, tmp_path, client__7__c=np.zeros(1)),
+        "client_state_text": rewrite(content, tmp_path, client__0__c=np.array("x")),
+    }
+
+
+DAMAGE = ["empty", "truncated", "truncated_tail", "text", "npy", "round_2.5", "round_negative",
+          "round_text", "history_short", "history_not_json", "history_not_list", "meta_missing",
+          "params_missing", "params_nan", "params_2d", "params_int", "format_wrong",
+          "client_ids_missing", "unknown_key", "client_index_out_of_range", "client_state_text"]
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_a_damaged_checkpoint_is_refused_with_one_precise_error(kind, checkpoint, tmp_path):
+    content = damaged(checkpoint, tmp_path)[kind]
+    with pytest.raises(ValueError, match="checkpoint") as e:
+        resume_from(tmp_path, content)
+    assert isinstance(e.value, InputValueError)
+    assert "allow_pickle" not in str(e.value) and ".tmp" not in str(e.value)
+    assert str(tmp_path / "checkpoint.npz") in str(e.value)
+
+
+def test_a_checkpoint_of_another_size_is_refused_before_it_is_loaded(checkpoint, tmp_path):
+    content = rewrite(checkpoint, tmp_path, params=np.zeros(7, dtype=np.float32))
+    with pytest.raises(InputValueError, match="'params' has shape"):
+        resume_from(tmp_path, content)
+
+
+# -- 6, 7, 12: model files and state dicts ---------------------------------------------------
+def model_file(tmp_path, model=None, **edits) -> str:
+    """A saved model file, its header config or arrays edited (None: removed)."""
+    import json
+
+    import npgru
+
+    path = str(tmp_path / "model.npz")
+    npgru.save(model if model is not None else npgru.CharLM(12, 4, 8), path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["__npgru__"][0]))
+    for key, value in edits.items():
+        if key.startswith("config_"):
+            meta["config"][key[len("config_"):]] = value
+        elif value is None:
+            del arrays[key.replace("__", "/")]
+        else:
+            arrays[key.replace("__", "/")] = value
+    arrays["__npgru__"] = np.array([json.dumps(meta)])
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("name,value", [("hidden_size", 10**8), ("vocab_size", 10**10),
+                                        ("embed_dim", 10**9), ("num_layers", 10**6)])
+def test_a_config_claiming_a_huge_size_is_refused_before_allocating(name, value, tmp_path):
+    import npgru
+
+    path = model_file(tmp_path, **{f"config_{name}": value})
+    with pytest.raises(InputValueError, match=f"{name}={value}"):
+        npgru.load(path)
+
+
+@pytest.mark.parametrize("where", ["load_state_dict", "from_torch_state_dict", "load"])
+def test_values_that_overflow_float32_are_refused_after_the_cast(where, tmp_path):
+    import npgru
+
+    model = npgru.GRU(3, 4)
+    state = model.state_dict()
+    state["weight_hh_l0"] = state["weight_hh_l0"].astype(np.float64)
+    state["weight_hh_l0"][0, 0] = 1e300
+    with pytest.raises(InputValueError, match=r"weight_hh_l0.*float32 range"):
+        if where == "load_state_dict":
+            model.load_state_dict(state)
+        elif where == "from_torch_state_dict":
+            npgru.from_torch_state_dict(state)
+        else:
+            model64 = npgru.GRU(3, 4, dtype=np.float64)
+            model64.load_state_dict(state)
+            path = model_file(tmp_path, model64, config_dtype="float32")
+            npgru.load(path)
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"this is not an npz file", "not an .npz (zip) archive"),
+    (b"\x93NUMPY\x01\x00v\x00{'descr': '<f8'}", "single .npy array"),
+    (b"", "not an .npz (zip) archive"),
+])
+def test_a_file_that_is_not_an_archive_gets_an_honest_message(content, needle, tmp_path):
+    import npgru
+
+    path = tmp_path / "model.npz"
+    path.write_bytes(content)
+    with pytest.raises(InputValueError) as e:
+        npgru.load(str(path))
+    assert needle in str(e.value) and str(path) in str(e.value)
+    assert "allow_pickle" not in str(e.value) and "context manager" not in str(e.value)
+
+
+def test_object_arrays_are_refused_without_the_unsafe_advice(tmp_path):
+    import npgru
+
+    path = str(tmp_path / "model.npz")
+    np.savez(path, __npgru__=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(InputValueError, match="pickled data") as e:
+        npgru.load(path)
+    assert "allow_pickle" not in str(e.value)
