@@ -241,7 +241,7 @@ def markdown(results: dict) -> str:
         "Medians over repeats. Overhead is the rounds' wall time divided by the client-rounds: "
         "sampling, broadcast, result transfer, validation, streaming aggregation and history. "
         "Flower 1.42 on the same machine and set-up: ≈27 ms per client-round, ≈10 s start-up "
-        "and shut-down, 1.2–1.5 GB RSS (REFERENCES.md).",
+        "and shut-down, 1.2–1.5 GB RSS (measured separately, not by this script).",
         "",
         "## Real GRU clients: process vs serial executor",
         "",

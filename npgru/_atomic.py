@@ -1,7 +1,7 @@
 """Atomic file writes: a temporary file beside the target, fsync'd, then ``os.replace``d.
 
 A crash or an error while writing leaves the old file (or none), never half of a new one
-(DESIGN §3, "Nothing lost").
+(the "nothing lost" convention of the design, docs/design/index.md).
 """
 
 from __future__ import annotations

