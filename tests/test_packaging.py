@@ -89,3 +89,14 @@ def test_version_has_one_source():
 def test_citation_names_the_package_version():
     text = (ROOT / "CITATION.cff").read_text()
     assert re.search(rf"^version: {re.escape(npgru.__version__)}$", text, re.M)
+
+
+def test_nothing_points_outside_the_repository():
+    """Docstrings, docs, notebooks and the README cite the repository's own docs only."""
+    outside = ("DESIGN" + " §", "REFERENCES" + ".md", "REFERENCES" + " \"", "../" + "shared")
+    roots = [ROOT / "npgru", ROOT / "docs", ROOT / "notebooks", ROOT / "tests", ROOT / "benchmarks"]
+    files = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md"]
+    files += [p for r in roots for p in r.rglob("*")
+              if p.suffix in (".py", ".md", ".ipynb") and p.is_file()]
+    found = [f"{p.relative_to(ROOT)}: {s}" for p in files for s in outside if s in p.read_text()]
+    assert not found, found
