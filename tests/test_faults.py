@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from npgru import fed
-from npgru._checks import InputValueError
+from npgru._checks import InputTypeError, InputValueError
 from npgru.datasets import ClientData
 
 from ._fed_common import classification_data, classifier
@@ -375,3 +375,40 @@ def test_object_arrays_are_refused_without_the_unsafe_advice(tmp_path):
     with pytest.raises(InputValueError, match="pickled data") as e:
         npgru.load(path)
     assert "allow_pickle" not in str(e.value)
+
+
+# -- 5: settings that make every client or round fail are refused up front -------------------
+@pytest.mark.parametrize("training,error,needle", [
+    (dict(clip_norm=0.0), InputValueError, "clip_norm"),
+    (dict(clip_norm=-1.0), InputValueError, "clip_norm"),
+    (dict(clip_norm=float("nan")), InputValueError, "clip_norm"),
+    (dict(time_budget=0.0), InputValueError, "time_budget"),
+    (dict(time_budget=float("nan")), InputValueError, "time_budget"),
+    (dict(time_budget="10"), InputTypeError, "time_budget"),
+    (dict(optimizer_kwargs={"momentum": -1}), InputValueError, "optimizer_kwargs"),
+    (dict(optimizer_kwargs={"bogus": 1}), InputTypeError, "optimizer_kwargs"),
+    (dict(optimizer="adam", optimizer_kwargs={"betas": (2, 0.9)}), InputValueError,
+     "optimizer_kwargs"),
+])
+def test_training_settings_that_fail_every_client_are_refused_before_any_round(
+        training, error, needle):
+    def never(*args):
+        raise AssertionError("a client ran")
+
+    sim = fed.Simulation(classifier(), clients(["", ""]), training=fed.LocalTraining(**training),
+                         clients_per_round=2, local_update=never)
+    with pytest.raises(error, match=needle):
+        sim.check()
+    with pytest.raises(error, match=needle):
+        sim.run()
+
+
+@pytest.mark.parametrize("strategy,min_clients", [
+    (fed.FedAvg(), 3),
+    (fed.RobustAggregate(fed.FedAvg(), rule="krum:1"), 1),  # Krum needs 2f + 3 = 5 updates
+])
+def test_a_round_that_can_never_commit_is_refused_up_front(strategy, min_clients):
+    sim = fed.Simulation(classifier(), clients(["", "", "", ""]), strategy, clients_per_round=2,
+                         min_clients=min_clients)
+    with pytest.raises(InputValueError, match="every round would fail"):
+        sim.check()

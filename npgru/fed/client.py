@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._checks import InputTypeError, InputValueError
 from ..datasets.base import ClientData
 from ..optim import SGD, Adam, AdamW, clip_grad_norm
 from ..train import minibatches
@@ -77,6 +78,24 @@ class LocalTraining:
             return self.optimizer(model)
         classes = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
         return classes[self.optimizer](model, lr=self.lr, **dict(self.optimizer_kwargs))
+
+    def check_optimizer(self, model) -> None:
+        """Build the optimizer once for ``model``, so bad ``optimizer_kwargs`` are refused up
+        front instead of failing every client of every round.
+
+        Raises
+        ------
+        TypeError, ValueError
+            An :class:`~npgru._checks.InputError` naming ``optimizer_kwargs``.
+        """
+        if callable(self.optimizer):
+            return
+        try:
+            self.make_optimizer(model)
+        except (TypeError, ValueError) as e:
+            error = InputTypeError if isinstance(e, TypeError) else InputValueError
+            raise error(f"optimizer_kwargs {dict(self.optimizer_kwargs)!r} do not suit optimizer "
+                        f"{self.optimizer!r}: {e}") from e
 
 
 def _per_client(value, client_id: str, default):

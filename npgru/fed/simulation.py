@@ -303,6 +303,35 @@ class Simulation:
             "strategy": strategy.describe(),
         }
 
+    def check(self) -> None:
+        """Refuse settings that would make every client or every round fail, without running.
+
+        What :meth:`run` checks first, callable on its own (the ``npgru`` command calls it
+        before it draws a progress bar).
+
+        Raises
+        ------
+        TypeError, ValueError
+            An :class:`~npgru._checks.InputError` naming the setting and its valid range.
+        """
+        self._checked()
+
+    def _checked(self) -> tuple[list[ClientData], int, Strategy]:
+        """:meth:`check`, returning the clients, the clients per round and the strategy."""
+        self._check_settings()
+        clients = self._clients()
+        per_round = clients_per_round_count(self.clients_per_round, len(clients))
+        strategy = self.strategy if self.strategy is not None else FedAvg()
+        need = max(int(self.min_clients), strategy.min_clients)
+        if need > per_round:
+            raise InputValueError(
+                f"a round needs {need} valid updates (min_clients={self.min_clients}, "
+                f"the strategy's min_clients={strategy.min_clients}) but clients_per_round="
+                f"{self.clients_per_round!r} samples only {per_round}: every round would fail"
+            )
+        self.training.check_optimizer(clone_model(self.model))
+        return clients, per_round, strategy
+
     # -- running --------------------------------------------------------------------------
     def run(self, resume: bool = False, callback: Callable | None = None) -> History:
         """Run the simulation up to ``rounds``.
@@ -325,20 +354,11 @@ class Simulation:
         ValueError
             On invalid settings, or a checkpoint written by a different simulation.
         """
-        self._check_settings()
         if resume and self.checkpoint_dir is None:
-            raise ValueError("resume=True needs checkpoint_dir (where the checkpoint is)")
-        clients = self._clients()
+            raise InputValueError("resume=True needs checkpoint_dir (where the checkpoint is)")
+        clients, per_round, strategy = self._checked()
         ids = [c.client_id for c in clients]
-        per_round = clients_per_round_count(self.clients_per_round, len(clients))
-        strategy = self.strategy if self.strategy is not None else FedAvg()
         self._min_clients = max(int(self.min_clients), strategy.min_clients)
-        if self._min_clients > per_round:
-            raise InputValueError(
-                f"a round needs {self._min_clients} valid updates (min_clients={self.min_clients}, "
-                f"the strategy's min_clients={strategy.min_clients}) but clients_per_round="
-                f"{self.clients_per_round!r} samples only {per_round}: every round would fail"
-            )
         model = clone_model(self.model)
         model.flat_params[...] = self.model.flat_params
         model.eval()
