@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .._checks import InputTypeError, InputValueError
 from .._registry import Registry
 from ..datasets.base import ClientData, FederatedData
 from .client import ClientHook, HookContext
@@ -36,7 +37,7 @@ UPDATE_ATTACKS = ("signflip", "scale", "noise")
 def choose_attackers(client_ids: Sequence[str], fraction: float, seed: int) -> frozenset[str]:
     """A fixed set of ``round(fraction · N)`` attackers, chosen by ``seed`` for the whole run."""
     if not 0 <= fraction < 1:
-        raise ValueError(f"attacker fraction must lie in [0, 1), got {fraction!r}")
+        raise InputValueError(f"attacker fraction must lie in [0, 1), got {fraction!r}")
     ids = sorted(client_ids)
     count = round(fraction * len(ids))
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, ATTACK, 0)))
@@ -62,9 +63,9 @@ def flip_labels(y: np.ndarray, num_classes: int) -> np.ndarray:
     """``C − 1 − y``: every class id mapped to its mirror."""
     y = np.asarray(y)
     if y.dtype.kind not in "iu":
-        raise TypeError(f"label flipping needs integer class ids, got dtype {y.dtype}")
+        raise InputTypeError(f"label flipping needs integer class ids, got dtype {y.dtype}")
     if num_classes < 2 or (y.size and (y.min() < 0 or y.max() >= num_classes)):
-        raise ValueError(f"labels must lie in [0, {num_classes}) with num_classes >= 2")
+        raise InputValueError(f"labels must lie in [0, {num_classes}) with num_classes >= 2")
     return (num_classes - 1 - y).astype(y.dtype)
 
 
@@ -81,11 +82,11 @@ def flip_client_labels(
 
 def _check_update_attack(kind: str, param: float) -> None:
     if kind not in UPDATE_ATTACKS:
-        raise ValueError(f"update attack must be one of {UPDATE_ATTACKS}, got {kind!r}")
+        raise InputValueError(f"update attack must be one of {UPDATE_ATTACKS}, got {kind!r}")
     if kind == "scale" and not math.isfinite(param):
-        raise ValueError(f"scale factor must be finite, got {param!r}")
+        raise InputValueError(f"scale factor must be finite, got {param!r}")
     if kind == "noise" and not (param >= 0 and math.isfinite(param)):
-        raise ValueError(f"noise sigma must be a finite number >= 0, got {param!r}")
+        raise InputValueError(f"noise sigma must be a finite number >= 0, got {param!r}")
 
 
 class UpdateAttack(ClientHook):
@@ -131,20 +132,20 @@ def parse_attack(spec: str) -> tuple[str, float, float]:
     parts = spec.split(":")
     arity = {"signflip": 2, "labelflip": 2, "scale": 3, "noise": 3}
     if parts[0] not in arity or len(parts) != arity[parts[0]]:
-        raise ValueError(
+        raise InputValueError(
             "attack must be signflip:FRACTION, scale:FACTOR:FRACTION, noise:SIGMA:FRACTION or "
             f"labelflip:FRACTION, got {spec!r}"
         )
     try:
         numbers = [float(p) for p in parts[1:]]
     except ValueError as e:
-        raise ValueError(f"bad number in attack {spec!r}: {e}") from e
+        raise InputValueError(f"bad number in attack {spec!r}: {e}") from e
     kind, fraction = parts[0], numbers[-1]
     param = numbers[0] if len(numbers) == 2 else 1.0
     if kind != "labelflip":
         _check_update_attack(kind, param)
     if not 0 <= fraction < 1:
-        raise ValueError(f"attacker fraction must lie in [0, 1), got {fraction!r} in {spec!r}")
+        raise InputValueError(f"attacker fraction must lie in [0, 1), got {fraction!r} in {spec!r}")
     return kind, param, fraction
 
 
@@ -158,7 +159,7 @@ def _update_attack(kind: str):
 def _label_flip(data: FederatedData, attackers: frozenset[str], param: float):
     num_classes = data.meta.get("num_classes") or len(data.meta.get("vocab", ()))
     if data.task == "regression" or num_classes < 2:
-        raise ValueError("labelflip needs a classification or next-token task")
+        raise InputValueError("labelflip needs a classification or next-token task")
     return dataclasses.replace(data, clients=flip_client_labels(data.clients, attackers, num_classes)), ()
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._checks import InputTypeError, InputValueError
+
 QUANTIZATION_BITS = (8, 4, 2)
 
 
@@ -73,9 +75,9 @@ Message = QuantizedVector | SparseVector
 def _as_flat(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 1 or x.dtype.kind != "f":
-        raise TypeError(f"x must be a 1-D float array, got {x.dtype} array of shape {x.shape}")
+        raise InputTypeError(f"x must be a 1-D float array, got {x.dtype} array of shape {x.shape}")
     if not np.all(np.isfinite(x)):
-        raise ValueError("x contains NaN or Inf")
+        raise InputValueError("x contains NaN or Inf")
     return x
 
 
@@ -95,7 +97,7 @@ def quantize(x: np.ndarray, bits: int, rng: np.random.Generator) -> QuantizedVec
         Source of the rounding randomness.
     """
     if bits not in QUANTIZATION_BITS:
-        raise ValueError(f"bits must be one of {QUANTIZATION_BITS}, got {bits!r}")
+        raise InputValueError(f"bits must be one of {QUANTIZATION_BITS}, got {bits!r}")
     x = _as_flat(x).astype(np.float64)
     lo = np.float32(x.min()) if x.size else np.float32(0)
     levels = (1 << bits) - 1
@@ -125,7 +127,7 @@ def top_k(x: np.ndarray, fraction: float) -> SparseVector:
         In (0, 1]: the share of coordinates kept.
     """
     if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must lie in (0, 1], got {fraction!r}")
+        raise InputValueError(f"fraction must lie in (0, 1], got {fraction!r}")
     x = _as_flat(x)
     k = min(x.size, max(1, math.ceil(fraction * x.size)))
     idx = np.sort(np.argpartition(np.abs(x), x.size - k)[x.size - k :]).astype(np.int32)
@@ -152,9 +154,9 @@ def make_compressor(spec: str) -> Compressor:
         except ValueError:
             fraction = math.nan
         if not 0 < fraction <= 1:
-            raise ValueError(f"topk needs a fraction in (0, 1], e.g. topk:0.01, got {spec!r}")
+            raise InputValueError(f"topk needs a fraction in (0, 1], e.g. topk:0.01, got {spec!r}")
         return lambda x, rng: top_k(x, fraction)
-    raise ValueError(f"compression must be q8, q4, q2 or topk:FRACTION, got {spec!r}")
+    raise InputValueError(f"compression must be q8, q4, q2 or topk:FRACTION, got {spec!r}")
 
 
 def compress_with_feedback(

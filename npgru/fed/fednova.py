@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import InputValueError, check_positive_int
+
 
 def local_norm(steps: int, momentum: float = 0.0) -> float:
     """``‖a_k‖₁`` for ``steps`` local SGD steps with heavy-ball ``momentum`` ρ.
@@ -22,10 +24,9 @@ def local_norm(steps: int, momentum: float = 0.0) -> float:
     ``τ`` for plain SGD; ``(τ − ρ(1 − ρ^τ)/(1 − ρ)) / (1 − ρ)`` with momentum (Wang et al. 2020,
     §4: step ``i`` carries weight ``(1 − ρ^i)/(1 − ρ)``).
     """
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"local steps must be a positive integer, got {steps!r}")
+    check_positive_int("local steps", steps)
     if not 0 <= momentum < 1:
-        raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
+        raise InputValueError(f"momentum must lie in [0, 1), got {momentum!r}")
     if momentum == 0:
         return float(steps)
     rho = momentum
@@ -50,14 +51,14 @@ def fednova_aggregate(
     """
     deltas = np.asarray(deltas, dtype=np.float64)
     if deltas.ndim != 2:
-        raise ValueError(f"deltas must be a (K, d) array, got shape {deltas.shape}")
+        raise InputValueError(f"deltas must be a (K, d) array, got shape {deltas.shape}")
     k = deltas.shape[0]
     steps = list(np.asarray(steps).reshape(-1))
     if len(steps) != k:
-        raise ValueError(f"steps must have one entry per client ({k}), got {len(steps)}")
+        raise InputValueError(f"steps must have one entry per client ({k}), got {len(steps)}")
     w = np.ones(k) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (k,) or not np.all(w > 0) or not np.all(np.isfinite(w)):
-        raise ValueError(f"weights must be {k} positive finite numbers")
+        raise InputValueError(f"weights must be {k} positive finite numbers")
     p = w / w.sum()
     norms = np.array([local_norm(int(s), momentum) for s in steps])
     return float(p @ norms) * ((p / norms) @ deltas)

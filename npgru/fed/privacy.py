@@ -16,17 +16,19 @@ import math
 
 import numpy as np
 
+from .._checks import InputValueError
+
 
 def check_clip(clip: float) -> None:
     """Raise unless ``clip`` is a finite number > 0."""
     if not (clip > 0 and math.isfinite(clip)):
-        raise ValueError(f"clip must be a finite number > 0, got {clip!r}")
+        raise InputValueError(f"clip must be a finite number > 0, got {clip!r}")
 
 
 def check_noise_multiplier(noise_multiplier: float) -> None:
     """Raise unless ``noise_multiplier`` is a finite number >= 0."""
     if not (noise_multiplier >= 0 and math.isfinite(noise_multiplier)):
-        raise ValueError(f"noise_multiplier must be a finite number >= 0, got {noise_multiplier!r}")
+        raise InputValueError(f"noise_multiplier must be a finite number >= 0, got {noise_multiplier!r}")
 
 
 def clip_l2(delta: np.ndarray, clip: float) -> tuple[np.ndarray, float]:
@@ -93,11 +95,11 @@ def update_noise_multiplier(noise_multiplier: float, count_stddev: float) -> flo
     """
     check_noise_multiplier(noise_multiplier)
     if not count_stddev > 0:
-        raise ValueError(f"count_stddev must be > 0, got {count_stddev!r}")
+        raise InputValueError(f"count_stddev must be > 0, got {count_stddev!r}")
     if noise_multiplier == 0:
         return 0.0
     if 2 * count_stddev <= noise_multiplier:
-        raise ValueError(
+        raise InputValueError(
             f"count_stddev={count_stddev} is too small for noise_multiplier={noise_multiplier}: "
             f"need 2*count_stddev > noise_multiplier (Andrew et al. 2021, §3.1)"
         )
@@ -135,11 +137,11 @@ class AdaptiveClip:
     ) -> None:
         check_clip(initial_clip)
         if not 0 < target_quantile < 1:
-            raise ValueError(f"target_quantile must lie in (0, 1), got {target_quantile!r}")
+            raise InputValueError(f"target_quantile must lie in (0, 1), got {target_quantile!r}")
         if not (learning_rate > 0 and math.isfinite(learning_rate)):
-            raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+            raise InputValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
         if not (count_stddev >= 0 and math.isfinite(count_stddev)):
-            raise ValueError(f"count_stddev must be a finite number >= 0, got {count_stddev!r}")
+            raise InputValueError(f"count_stddev must be a finite number >= 0, got {count_stddev!r}")
         self.clip = float(initial_clip)
         self.target_quantile = float(target_quantile)
         self.learning_rate = float(learning_rate)
@@ -163,7 +165,7 @@ class AdaptiveClip:
         norms = np.asarray(norms, dtype=np.float64)
         m = float(len(norms) if expected_clients is None else expected_clients)
         if not m > 0:
-            raise ValueError(f"expected_clients must be > 0, got {m}")
+            raise InputValueError(f"expected_clients must be > 0, got {m}")
         unclipped = float(np.count_nonzero(norms <= self.clip))
         if self.count_stddev > 0:
             unclipped += rng.normal(0.0, self.count_stddev)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .._checks import InputTypeError, InputValueError, check_int_range
 from .._registry import Registry
 from .aggregate import WeightedMean
 
@@ -31,7 +32,7 @@ from .aggregate import WeightedMean
 def _check_stack(updates: np.ndarray) -> np.ndarray:
     updates = np.asarray(updates, dtype=np.float64)
     if updates.ndim != 2 or updates.shape[0] == 0:
-        raise ValueError(f"updates must be a non-empty (K, d) array, got shape {updates.shape}")
+        raise InputValueError(f"updates must be a non-empty (K, d) array, got shape {updates.shape}")
     return updates
 
 
@@ -43,7 +44,7 @@ def coordinate_median(updates: np.ndarray) -> np.ndarray:
 def trimmed_count(num_clients: int, trim: float) -> int:
     """``b = ⌊β K⌋``, the values cut from each end of every coordinate (``β ∈ [0, 1/2)``: 2b < K)."""
     if not 0 <= trim < 0.5:
-        raise ValueError(f"trim fraction must lie in [0, 0.5), got {trim!r}")
+        raise InputValueError(f"trim fraction must lie in [0, 0.5), got {trim!r}")
     return math.floor(trim * num_clients)
 
 
@@ -65,10 +66,9 @@ def krum_scores(updates: np.ndarray, num_byzantine: int) -> np.ndarray:
     """
     updates = _check_stack(updates)
     k, f = updates.shape[0], num_byzantine
-    if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f < 0:
-        raise ValueError(f"num_byzantine must be an integer >= 0, got {f!r}")
+    check_int_range("num_byzantine", f, 0)
     if k <= 2 * f + 2:
-        raise ValueError(f"Krum with f={f} needs more than 2f + 2 = {2 * f + 2} clients, got {k}")
+        raise InputValueError(f"Krum with f={f} needs more than 2f + 2 = {2 * f + 2} clients, got {k}")
     sq = np.einsum("ij,ij->i", updates, updates)
     dist = np.maximum(sq[:, None] + sq[None, :] - 2 * updates @ updates.T, 0.0)
     np.fill_diagonal(dist, np.inf)
@@ -89,7 +89,7 @@ def multi_krum(
     scores = krum_scores(updates, num_byzantine)
     k = scores.size
     if not 1 <= num_selected <= k - num_byzantine:
-        raise ValueError(
+        raise InputValueError(
             f"num_selected must lie in [1, K - f] = [1, {k - num_byzantine}], got {num_selected}"
         )
     selected = np.sort(np.argsort(scores, kind="stable")[:num_selected])
@@ -107,7 +107,7 @@ def norm_bounded_mean(
         The mean and the indices of the updates that were scaled down.
     """
     if not (max_norm > 0 and math.isfinite(max_norm)):
-        raise ValueError(f"max_norm must be a finite number > 0, got {max_norm!r}")
+        raise InputValueError(f"max_norm must be a finite number > 0, got {max_norm!r}")
     updates = _check_stack(updates)
     norms = np.linalg.norm(updates, axis=1)
     scale = np.minimum(1.0, max_norm / np.maximum(norms, np.finfo(np.float64).tiny))
@@ -150,16 +150,16 @@ class RobustAggregator:
         """Buffer one update (copied, float64)."""
         vector = np.asarray(vector)
         if vector.shape != (self.size,):
-            raise ValueError(f"expected a vector of shape ({self.size},), got {vector.shape}")
+            raise InputValueError(f"expected a vector of shape ({self.size},), got {vector.shape}")
         if not (math.isfinite(weight) and weight > 0):
-            raise ValueError(f"weight must be positive and finite, got {weight!r}")
+            raise InputValueError(f"weight must be positive and finite, got {weight!r}")
         self._updates.append(np.array(vector, dtype=np.float64))
         self._weights.append(float(weight) if self.weighted else 1.0)
 
     def result(self) -> np.ndarray:
         """The robust aggregate (float64); fills :attr:`rejected`."""
         if not self._updates:
-            raise ValueError("no vectors were added; the aggregate is undefined")
+            raise RuntimeError("no vectors were added; the aggregate is undefined")
         aggregate, rejected = self.combine(np.stack(self._updates), np.array(self._weights))
         self.rejected = [int(i) for i in rejected]
         return aggregate
@@ -212,10 +212,8 @@ class Krum(RobustAggregator):
     def __init__(self, size: int, weighted: bool = True, *, num_byzantine: int = 1,
                  num_selected: int = 1) -> None:
         super().__init__(size, weighted)
-        if isinstance(num_byzantine, bool) or not isinstance(num_byzantine, int) or num_byzantine < 0:
-            raise ValueError(f"num_byzantine must be an integer >= 0, got {num_byzantine!r}")
-        self.num_byzantine = num_byzantine
-        self.num_selected = num_selected
+        self.num_byzantine = check_int_range("num_byzantine", num_byzantine, 0)
+        self.num_selected = check_int_range("num_selected", num_selected, 1)
 
     def combine(self, updates, weights):
         aggregate, selected = multi_krum(updates, self.num_byzantine, self.num_selected)
@@ -223,7 +221,7 @@ class Krum(RobustAggregator):
 
     def tolerates(self, num_clients):
         if num_clients <= 2 * self.num_byzantine + 2:
-            raise ValueError(
+            raise InputValueError(
                 f"Krum with f={self.num_byzantine} needs more than {2 * self.num_byzantine + 2} "
                 f"clients per round, got {num_clients}"
             )
@@ -241,7 +239,7 @@ class NormBound(RobustAggregator):
     def __init__(self, size: int, weighted: bool = True, *, max_norm: float = 1.0) -> None:
         super().__init__(size, weighted)
         if not (max_norm > 0 and math.isfinite(max_norm)):
-            raise ValueError(f"max_norm must be a finite number > 0, got {max_norm!r}")
+            raise InputValueError(f"max_norm must be a finite number > 0, got {max_norm!r}")
         self.max_norm = float(max_norm)
 
     def combine(self, updates, weights):
@@ -255,7 +253,7 @@ def check_tolerance(aggregator: RobustAggregator, num_clients: int, num_attacker
     """Refuse a round of ``num_clients`` with more attackers than ``aggregator`` withstands."""
     tolerated = aggregator.tolerates(num_clients)
     if num_attackers > tolerated:
-        raise ValueError(
+        raise InputValueError(
             f"{num_attackers} attackers among {num_clients} clients per round are more than "
             f"{type(aggregator).__name__} tolerates ({tolerated}): use a stronger setting, "
             f"more clients per round or fewer attackers"
@@ -265,7 +263,7 @@ def check_tolerance(aggregator: RobustAggregator, num_clients: int, num_attacker
 def _plain(cls: type) -> Callable:
     def build(arg: str | None):
         if arg is not None:
-            raise ValueError(f"{cls.__name__} takes no parameter")
+            raise InputValueError(f"{cls.__name__} takes no parameter")
         return cls
 
     return build
@@ -274,7 +272,7 @@ def _plain(cls: type) -> Callable:
 def _with(cls: type, key: str, convert: Callable) -> Callable:
     def build(arg: str | None):
         if arg is None:
-            raise ValueError(f"{cls.__name__} needs a parameter ({key})")
+            raise InputValueError(f"{cls.__name__} needs a parameter ({key})")
         return functools.partial(cls, **{key: convert(arg)})
 
     return build
@@ -296,15 +294,15 @@ def make_aggregator(spec: str) -> Callable[..., object]:
     ``normclip:C`` — the values of ``npgru federate --aggregator``.
     """
     if not isinstance(spec, str):
-        raise TypeError(f"aggregator must be a str such as 'krum:2', got {type(spec).__name__}")
+        raise InputTypeError(f"aggregator must be a str such as 'krum:2', got {type(spec).__name__}")
     name, sep, arg = spec.partition(":")
     if name not in AGGREGATORS:
-        raise ValueError(
+        raise InputValueError(
             f"aggregator must be mean, median, trimmed:FRACTION, krum:F or normclip:C, got {spec!r}"
         )
     try:
         factory = AGGREGATORS[name](arg if sep else None)
         factory(1, True)  # validate the settings now, not mid-run
     except (ValueError, TypeError) as e:
-        raise ValueError(f"bad aggregator {spec!r}: {e}") from e
+        raise InputValueError(f"bad aggregator {spec!r}: {e}") from e
     return factory

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .._checks import InputTypeError, InputValueError
+
 # Purposes of a random stream; distinct so that, e.g., drop-out draws never alias training draws.
 SAMPLING, TRAINING, SYSTEM, MODEL = 0, 1, 2, 3
 
@@ -60,18 +62,20 @@ def clients_per_round_count(clients_per_round: int | float, num_clients: int) ->
     ValueError
         If it is not a positive count ≤ ``num_clients`` or a fraction in (0, 1].
     """
-    if isinstance(clients_per_round, bool):
-        raise TypeError("clients_per_round must be an int or a float, got bool")
+    if isinstance(clients_per_round, bool) or not isinstance(
+            clients_per_round, (int, float, np.integer, np.floating)):
+        raise InputTypeError(f"clients_per_round must be an int (a count) or a float (a fraction), got "
+                        f"{type(clients_per_round).__name__} {clients_per_round!r}")
     if isinstance(clients_per_round, (int, np.integer)):
         k = int(clients_per_round)
         if not 1 <= k <= num_clients:
-            raise ValueError(
+            raise InputValueError(
                 f"clients_per_round must lie in [1, {num_clients}] (the number of clients), got {k}"
             )
         return k
     frac = float(clients_per_round)
     if not 0.0 < frac <= 1.0:
-        raise ValueError(
+        raise InputValueError(
             f"clients_per_round as a fraction must lie in (0, 1], got {clients_per_round!r}"
         )
     # A fraction always selects at least one client, as in McMahan et al.'s C·K rounded up.

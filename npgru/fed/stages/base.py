@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..._checks import InputTypeError, InputValueError
 from ..strategies import FitConfig, RoundAggregate, Strategy
 
 
@@ -43,7 +44,7 @@ class Stage(Strategy):
 
     def __init__(self, strategy: Strategy) -> None:
         if not isinstance(strategy, Strategy):
-            raise TypeError(f"strategy must be a Strategy, got {type(strategy).__name__}")
+            raise InputTypeError(f"strategy must be a Strategy, got {type(strategy).__name__}")
         self.strategy = strategy
         for layer in strategy.layers():
             self.check_compatible(layer, inside=True)
@@ -58,7 +59,7 @@ class Stage(Strategy):
         default a stage refuses a second stage of its own kind.
         """
         if type(other) is type(self):
-            raise ValueError(f"{type(self).__name__} is applied twice")
+            raise InputValueError(f"{type(self).__name__} is applied twice")
 
     # -- composition ----------------------------------------------------------------------
     def layers(self) -> Iterator[Strategy]:
@@ -134,7 +135,7 @@ class Stage(Strategy):
         own = {k[len(mine):]: v for k, v in state.items() if k.startswith(mine)}
         expected = set(self.own_state())
         if set(own) != expected:
-            raise ValueError(f"{type(self).__name__} state needs {sorted(expected)}, got {sorted(own)}")
+            raise InputValueError(f"{type(self).__name__} state needs {sorted(expected)}, got {sorted(own)}")
         self.strategy.load_state_dict({k: v for k, v in state.items() if not k.startswith(mine)})
         if own:
             self.load_own_state(own)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..._checks import InputTypeError
 from ..client import ClientHook, HookContext
 from ..compress import compress_with_feedback, make_compressor
 from ..sampling import make_rng
@@ -62,7 +63,7 @@ class Compress(Stage):
     def __init__(self, strategy: Strategy, spec: str, *, error_feedback: bool = True) -> None:
         make_compressor(spec)  # validate now
         if not isinstance(error_feedback, bool):
-            raise TypeError(f"error_feedback must be a bool, got {type(error_feedback).__name__}")
+            raise InputTypeError(f"error_feedback must be a bool, got {type(error_feedback).__name__}")
         self.spec, self.error_feedback = spec, error_feedback
         super().__init__(strategy)
 

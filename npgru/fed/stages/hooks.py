@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..._checks import InputTypeError
 from ..client import ClientHook
 from ..strategies import Strategy
 from .base import Stage
@@ -26,7 +27,7 @@ class WithHooks(Stage):
         hooks = tuple(hooks)
         for i, hook in enumerate(hooks):
             if not isinstance(hook, ClientHook):
-                raise TypeError(f"hooks[{i}] must be a ClientHook, got {type(hook).__name__}")
+                raise InputTypeError(f"hooks[{i}] must be a ClientHook, got {type(hook).__name__}")
         self.hooks = hooks
         super().__init__(strategy)
 

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ..._checks import check_int_range
+from ..._checks import InputTypeError, InputValueError, check_int_range
 from ..accountant import RDPAccountant
 from ..privacy import (
     AdaptiveClip,
@@ -68,10 +68,10 @@ class DifferentialPrivacy:
         check_clip(self.clip)
         check_noise_multiplier(self.noise_multiplier)
         if not 0 < self.delta < 1:
-            raise ValueError(f"dp delta must lie in (0, 1), got {self.delta!r}")
+            raise InputValueError(f"dp delta must lie in (0, 1), got {self.delta!r}")
         if self.target_quantile is not None:
             if self.noise_multiplier > 0 and self.count_stddev is None:
-                raise ValueError("adaptive clipping with noise needs count_stddev (e.g. K/20 for K "
+                raise InputValueError("adaptive clipping with noise needs count_stddev (e.g. K/20 for K "
                                  "clients per round, Andrew et al. 2021)")
             AdaptiveClip(self.clip, self.target_quantile, self.clip_learning_rate, self.count_stddev or 0.0)
 
@@ -165,7 +165,7 @@ class DPAggregate(Stage):
 
     def __init__(self, strategy: Strategy, dp: DifferentialPrivacy, *, seed: int = 0) -> None:
         if not isinstance(dp, DifferentialPrivacy):
-            raise TypeError(f"dp must be a DifferentialPrivacy, got {type(dp).__name__}")
+            raise InputTypeError(f"dp must be a DifferentialPrivacy, got {type(dp).__name__}")
         self.dp = dp
         self.seed = check_int_range("seed", seed, 0)
         super().__init__(strategy)
@@ -173,7 +173,7 @@ class DPAggregate(Stage):
     def check_compatible(self, other: Strategy, inside: bool) -> None:
         super().check_compatible(other, inside)
         if isinstance(other, FedNova):
-            raise ValueError("DP cannot be combined with FedNova: tau_eff depends on client data sizes")
+            raise InputValueError("DP cannot be combined with FedNova: tau_eff depends on client data sizes")
 
     def setup(self) -> None:
         dp = self.dp

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..._checks import InputTypeError, InputValueError
 from ..identity import describe
 from ..robust import make_aggregator
 from ..strategies import RoundAggregate, Strategy
@@ -45,14 +46,14 @@ class RobustAggregate(Stage):
             factory = rule
             factory(1, True)  # validate the settings now, not mid-run
         else:
-            raise TypeError(f"rule must be an aggregator name or factory, got {type(rule).__name__}")
+            raise InputTypeError(f"rule must be an aggregator name or factory, got {type(rule).__name__}")
         self.rule, self._factory = rule, factory
         super().__init__(strategy)
 
     def check_compatible(self, other: Strategy, inside: bool) -> None:
         super().check_compatible(other, inside)
         if isinstance(other, (DPAggregate, SecureAggregate)):
-            raise ValueError(f"aggregator {describe(self.rule)!r} cannot be combined with DP or "
+            raise InputValueError(f"aggregator {describe(self.rule)!r} cannot be combined with DP or "
                              "secure aggregation")
 
     @property

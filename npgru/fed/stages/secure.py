@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from ..._checks import check_int_range
+from ..._checks import InputTypeError, InputValueError, check_int_range
 from ..client import ClientHook, HookContext
 from ..privacy import check_clip, clip_l2
 from ..sampling import make_rng
@@ -51,7 +51,7 @@ class SecureAggregation:
             check_clip(self.clip)
         check_int_range("frac_bits", self.frac_bits, 0)
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"secure aggregation dropout must lie in [0, 1), got {self.dropout!r}")
+            raise InputValueError(f"secure aggregation dropout must lie in [0, 1), got {self.dropout!r}")
 
 
 class ClipDelta(ClientHook):
@@ -95,26 +95,26 @@ class SecureAggregate(Stage):
                  seed: int = 0) -> None:
         settings = SecureAggregation() if settings is None else settings
         if not isinstance(settings, SecureAggregation):
-            raise TypeError(f"settings must be a SecureAggregation, got {type(settings).__name__}")
+            raise InputTypeError(f"settings must be a SecureAggregation, got {type(settings).__name__}")
         self.settings = settings
         self.seed = check_int_range("seed", seed, 0)
         super().__init__(strategy)
         dp = self.find(DPAggregate)
         if (settings.clip is None) == (dp is None):
-            raise ValueError("secure aggregation needs one clip bound: SecureAggregation(clip=...) "
+            raise InputValueError("secure aggregation needs one clip bound: SecureAggregation(clip=...) "
                              "without DP, or the DP clip")
 
     def check_compatible(self, other: Strategy, inside: bool) -> None:
         super().check_compatible(other, inside)
         if isinstance(other, Compress):
-            raise ValueError("secure aggregation cannot be combined with compression: masked "
+            raise InputValueError("secure aggregation cannot be combined with compression: masked "
                              "vectors are uniform in the ring")
         if isinstance(other, DPAggregate):
             if not inside:
-                raise ValueError("wrap the DPAggregate stage in SecureAggregate (not the other way "
+                raise InputValueError("wrap the DPAggregate stage in SecureAggregate (not the other way "
                                  "round), so the DP noise is added to the secure sum")
             if other.dp.target_quantile is not None:
-                raise ValueError("adaptive clipping cannot be combined with secure aggregation "
+                raise InputValueError("adaptive clipping cannot be combined with secure aggregation "
                                  "here: clients clip before masking, so the server never sees "
                                  "unclipped norms")
 
