@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import StateError, as_real_array, check_positive_int
+from ._checks import StateError, as_real_array, check_positive_int, check_real_range
 from .module import Module
 
 
@@ -204,9 +204,7 @@ class Dropout(_Layer):
     """
 
     def __init__(self, p: float = 0.5, dtype=np.float32, seed: int | None = None) -> None:
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-            raise ValueError(f"p must be a number in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p = check_real_range("p", p, 0, 1, include_high=False)
         self._rng = np.random.default_rng(seed)
         self._init_params({}, dtype)
 

@@ -19,7 +19,14 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ._checks import StateError, as_lengths, as_real_array, check_float_dtype, check_positive_int
+from ._checks import (
+    StateError,
+    as_lengths,
+    as_real_array,
+    check_float_dtype,
+    check_int_range,
+    check_positive_int,
+)
 from .gru import GRU
 from .layers import Dropout, Embedding, Linear, as_token_ids
 from .losses import (
@@ -68,8 +75,8 @@ class _GRUModel(Module):
     def _store_common(self, num_layers, bidirectional, dropout, variant, dtype, seed) -> None:
         self.num_layers = check_positive_int("num_layers", num_layers)
         self.bidirectional, self.dropout, self.variant = bool(bidirectional), dropout, variant
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        if seed is not None:
+            check_int_range("seed", seed, 0)
         self.dtype, self.seed = check_float_dtype(dtype), None if seed is None else int(seed)
 
     # -- training and evaluation --------------------------------------------------------
@@ -436,8 +443,7 @@ class CharLM(_GRUModel):
         if prompt.ndim != 1 or prompt.size == 0:
             raise ValueError(f"prompt_ids must be a non-empty 1-D sequence, got {prompt.shape}")
         prompt = as_token_ids("prompt_ids", prompt, self.vocab_size)
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        n = check_int_range("n", n, 0)
         if not (isinstance(temperature, (int, float)) and temperature >= 0):
             raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
         rng = np.random.default_rng(seed)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._atomic import write_atomic
+from ._checks import check_int_range
 from .gru import GRU
 from .models import CharLM, SequenceClassifier, SequenceRegressor
 from .module import Module
@@ -88,8 +89,7 @@ def export_onnx(
     if not isinstance(model, _SUPPORTED):
         names = ", ".join(c.__name__ for c in _SUPPORTED)
         raise TypeError(f"export_onnx supports {names}; got {type(model).__name__}")
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 12:
-        raise ValueError(f"opset must be an int >= 12 (GatherND batch_dims), got {opset!r}")
+    opset = check_int_range("opset (GatherND batch_dims needs 12)", opset, 12)
     onnx = _import_onnx()
     graph = _Graph(onnx)
     gru = model if isinstance(model, GRU) else model.gru

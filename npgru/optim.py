@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._checks import check_positive_int
 from .module import Module
 
 
@@ -223,7 +224,7 @@ class StepLR(LRSchedule):
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         super().__init__(optimizer)
-        self.step_size, self.gamma = _positive_int("step_size", step_size), float(gamma)
+        self.step_size, self.gamma = check_positive_int("step_size", step_size), float(gamma)
 
     def lr_at(self, epoch: int) -> float:
         return self.base_lr * self.gamma ** (epoch // self.step_size)
@@ -238,17 +239,11 @@ class CosineAnnealingLR(LRSchedule):
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
         super().__init__(optimizer)
-        self.T_max, self.eta_min = _positive_int("T_max", T_max), float(eta_min)
+        self.T_max, self.eta_min = check_positive_int("T_max", T_max), float(eta_min)
 
     def lr_at(self, epoch: int) -> float:
         cos = 1 + math.cos(math.pi * epoch / self.T_max)
         return self.eta_min + (self.base_lr - self.eta_min) * cos / 2
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _non_negative(name: str, value) -> float:

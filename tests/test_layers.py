@@ -88,9 +88,10 @@ def test_dropout_is_seeded_scaled_and_off_in_eval(rng):
     assert a.num_params == 0
 
 
-@pytest.mark.parametrize("p", [-0.1, 1.0, "0.5", True])
-def test_dropout_refuses_bad_p(p):
-    with pytest.raises(ValueError, match="p must be"):
+@pytest.mark.parametrize("p,error", [(-0.1, ValueError), (1.0, ValueError), (float("nan"), ValueError),
+                                     ("0.5", TypeError), (True, TypeError)])
+def test_dropout_refuses_bad_p(p, error):
+    with pytest.raises(error, match="p must be"):
         npgru.Dropout(p)
 
 

@@ -20,10 +20,9 @@ crosses the cut). Device ``k`` is generated from ``(seed, k)`` alone, so it is t
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from .._checks import check_int_range, check_real_range
 from .base import ClientData, FederatedData
 
 __all__ = ["FEATURES", "FAULT_KINDS", "load"]
@@ -34,17 +33,11 @@ _TASKS = ("forecast", "fault")
 
 
 def _check_int(name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
+    check_int_range(name, value, low)
 
 
 def _check_rate(name: str, value, high: float = 1.0) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not 0.0 <= value < high:
-        raise ValueError(f"{name} must lie in [0, {high}), got {value}")
+    check_real_range(name, value, 0.0, high, include_high=False)
 
 
 def _device(

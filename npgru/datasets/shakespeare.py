@@ -28,6 +28,7 @@ from importlib import resources
 
 import numpy as np
 
+from .._checks import check_int_range
 from .base import ClientData, FederatedData
 
 __all__ = ["VOCAB", "decode", "encode", "load", "roles"]
@@ -125,11 +126,7 @@ def roles() -> list[tuple[str, str, int]]:
 def _check_int(name: str, value, low: int, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        expected = "an int or None" if allow_none else "an int"
-        raise TypeError(f"{name} must be {expected}, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
+    check_int_range(name, value, low)
 
 
 def _windows(ids: np.ndarray, seq_len: int, stride: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .._checks import check_int_range
+
 #: Orders α at which RDP is tracked: dense where the optimum lies for practical (q, z), sparse
 #: far out (the grid Mironov et al. 2019 and TensorFlow Privacy use).
 DEFAULT_ORDERS: tuple[float, ...] = tuple(
@@ -197,8 +199,7 @@ class RDPAccountant:
 
     def step(self, q: float, noise_multiplier: float, steps: int = 1) -> None:
         """Compose ``steps`` rounds at sampling rate ``q`` and noise multiplier ``z``."""
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        check_int_range("steps", steps, 0)
         key = (float(q), float(noise_multiplier))
         if key not in self._per_step:
             self._per_step[key] = rdp_sampled_gaussian(q, noise_multiplier, self.orders)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .._checks import InputValueError
+from .._checks import InputValueError, check_positive_int
 from .._registry import Registry
 from ..datasets.base import ClientData
 from .client import (
@@ -252,8 +252,7 @@ class ProcessExecutor(Executor):
                 "executor='serial' on this platform"
             )
         workers = self.workers if self.workers is not None else (os.cpu_count() or 1)
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        workers = check_positive_int("workers", workers)
         size, dtype = model.flat_params.size, model.flat_params.dtype
         self._num_slots = 2 * workers  # one in work and one waiting per worker
         # Anonymous shared mappings, created before the fork so the children inherit them.

@@ -13,13 +13,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .._checks import check_positive_int
 from ..datasets.base import ClientData, FederatedData
 
 
 def _ids(num_clients: int) -> list[str]:
-    if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) \
-            or num_clients < 1:
-        raise ValueError(f"num_clients must be a positive integer, got {num_clients!r}")
+    check_positive_int("num_clients", num_clients)
     width = len(str(num_clients - 1))
     return [f"client_{i:0{width}d}" for i in range(num_clients)]
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_positive_int
 from .client import EvalRes, FitIns, FitRes, evaluate_client, run_fit
 from .executors import Executor, clone_model, kill_grace
 
@@ -88,9 +89,8 @@ class RayExecutor(Executor):
 
     def start(self, model, clients, training, update) -> None:
         ray = _import_ray()
-        if self.workers is not None and (isinstance(self.workers, bool)
-                                         or not isinstance(self.workers, int) or self.workers < 1):
-            raise ValueError(f"workers must be a positive int, got {self.workers!r}")
+        if self.workers is not None:
+            check_positive_int("workers", self.workers)
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             ray.init(address=self.address, num_cpus=self.num_cpus, include_dashboard=False,

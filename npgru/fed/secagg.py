@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._checks import check_int_range, check_positive_int
+
 #: prime modulus for Diffie–Hellman and Shamir sharing (a Mersenne prime)
 PRIME = 2**127 - 1
 GENERATOR = 3
@@ -66,14 +68,10 @@ class FixedPointRing:
             If the ring would need more than 64 bits (use fewer ``frac_bits``, a smaller
             ``bound`` or fewer clients), or an argument is out of range.
         """
-        if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)):
-            raise TypeError(f"num_clients must be an integer, got {num_clients!r}")
-        if num_clients < 1:
-            raise ValueError(f"num_clients must be >= 1, got {num_clients}")
+        check_positive_int("num_clients", num_clients)
         if not (bound > 0 and math.isfinite(bound)):
             raise ValueError(f"bound must be a finite number > 0, got {bound!r}")
-        if isinstance(frac_bits, bool) or not isinstance(frac_bits, (int, np.integer)) or frac_bits < 0:
-            raise ValueError(f"frac_bits must be an integer >= 0, got {frac_bits!r}")
+        check_int_range("frac_bits", frac_bits, 0)
         largest = math.floor(bound * 2.0**frac_bits + 0.5)
         bits = max(1, (2 * int(num_clients) * largest).bit_length())  # 2^bits > 2·K·E
         if bits > 64:
