@@ -1,7 +1,9 @@
-"""The ``npgru`` command: train, federate, generate, bench, info.
+"""The ``npgru`` command: train, federate, report, generate, bench, info.
 
-Every subcommand explains itself with ``--help``. Bad flags, missing files and bad values end
-with one line on stderr and exit status 2, never a traceback.
+Every subcommand explains itself with ``--help``. Bad flags, missing or damaged files and bad
+values end with one line on stderr and exit status 2, never a traceback: the flags are checked
+here before any data is loaded, and the library refuses bad input with an
+:class:`~npgru._checks.InputError`. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,11 +17,90 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._checks import InputError
+
 EXIT_USAGE = 2
 
 
 class UsageError(Exception):
     """A problem with what the user asked for: reported in one line, exit status 2."""
+
+
+# The lowest value of each integer flag, and (low, high, low allowed?, high allowed?) of each
+# real one (None: open). Checked before anything is loaded, so a value that would make every
+# step, client or round fail is refused at once.
+INT_FLAGS = {
+    "epochs": 1, "batch_size": 1, "rounds": 1, "local_epochs": 1, "hidden_size": 1,
+    "num_layers": 1, "embed_dim": 1, "max_clients": 1, "seq_len": 1, "min_chars": 1,
+    "checkpoint_every": 1, "min_clients": 1, "workers": 1, "eval_every": 0, "seed": 0, "n": 0,
+}
+REAL_FLAGS = {
+    "lr": (0, None, False, True), "clip_norm": (0, None, False, True),
+    "server_lr": (0, None, False, True), "tau": (0, None, False, True),
+    "dp_clip": (0, None, False, True), "mu": (0, None, True, True),
+    "dp_noise": (0, None, True, True), "temperature": (0, None, True, True),
+    "target": (0, 1, True, True),
+    "server_momentum": (0, 1, True, False), "dp_delta": (0, 1, False, False),
+}
+
+
+def _flag(dest: str) -> str:
+    return "-n" if dest == "n" else "--" + dest.replace("_", "-")
+
+
+def check_args(args) -> None:
+    """Refuse flags no run can use, naming the flag and the valid range (exit status 2)."""
+    from ._checks import InputValueError, check_int_range, check_nbytes, check_real_range
+
+    for dest, low in INT_FLAGS.items():
+        if getattr(args, dest, None) is not None:
+            check_int_range(_flag(dest), getattr(args, dest), low)
+    for dest, (low, high, include_low, include_high) in REAL_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            check_real_range(_flag(dest), value, low, high, include_low=include_low,
+                             include_high=include_high)
+            if value == float("inf"):
+                raise InputValueError(f"{_flag(dest)} must be finite, got {value}")
+    if getattr(args, "hidden_size", None) is not None:
+        H, L, D = args.hidden_size, args.num_layers, getattr(args, "embed_dim", 8)
+        params = L * 3 * H * (max(D, H) + H + 2) + 256 * H  # GRU layers and a head
+        activations = args.batch_size * args.seq_len * L * H * 8  # kept for BPTT
+        # float32 parameters, gradients, two optimizer moments and float64 deltas; activations
+        check_nbytes(f"--hidden-size {H} with --num-layers {L}", 24 * params + 4 * activations)
+    if args.command == "generate":
+        check_nbytes(f"-n {args.n}", 16 * args.n)  # token ids and the decoded text
+    if args.command == "federate":
+        _check_federate_args(args)
+
+
+def _check_federate_args(args) -> None:
+    """The option strings parse, and a round can gather the updates it needs."""
+    from .fed.attacks import parse_attack
+    from .fed.compress import make_compressor
+    from .fed.robust import make_aggregator
+
+    cpr = args.clients_per_round
+    if cpr < 1 if isinstance(cpr, int) else not 0 < cpr <= 1:
+        raise UsageError(f"npgru federate: --clients-per-round must be a count >= 1 or a fraction "
+                         f"in (0, 1], got {cpr}")
+    need = args.min_clients
+    for dest, parse in (("compress", make_compressor), ("aggregator", make_aggregator),
+                        ("attack", parse_attack)):
+        spec = getattr(args, dest)
+        if spec is None or (dest == "aggregator" and spec == "mean"):
+            continue
+        try:
+            parsed = parse(spec)
+        except InputError as e:
+            raise UsageError(f"npgru federate: {_flag(dest)} {spec!r}: {e}") from None
+        if dest == "aggregator":
+            need = max(need, getattr(parsed(1, True), "min_clients", 1))
+    if isinstance(cpr, int) and need > cpr:
+        raise UsageError(
+            f"npgru federate: a round needs {need} valid updates (--min-clients "
+            f"{args.min_clients}, --aggregator {args.aggregator}) but --clients-per-round is "
+            f"{cpr}: every round would fail")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -142,18 +223,38 @@ def _note_if_no_bar() -> None:
         print("note: no progress bar (tqdm is not installed)", flush=True)
 
 
+def _prepare_out(out: str) -> None:
+    """Create the run directory and remove what writes killed in an earlier run left there."""
+    from ._atomic import remove_stale_temp_files
+
+    os.makedirs(out, exist_ok=True)
+    remove_stale_temp_files(out)
+
+
+def _write_records(out: str, records, x: str, title: str) -> bool:
+    """history.json and, where matplotlib is installed, curves.png (each atomically).
+
+    Returns whether curves.png was drawn.
+    """
+    from .plots import plot_curves, plotting_available
+
+    write_json(os.path.join(out, "history.json"), records)
+    if not plotting_available():
+        return False
+    plot_curves(records, os.path.join(out, "curves.png"), x=x, title=title)
+    return True
+
+
 def _finish(args, model, records, x: str, title: str) -> None:
     from .io import save
-    from .plots import plot_curves, plotting_available
 
     model_path = os.path.join(args.out, "model.npz")
     curves_path = os.path.join(args.out, "curves.png")
     save(model, model_path)
-    write_json(os.path.join(args.out, "history.json"), records)
+    drawn = _write_records(args.out, records, x, title)
     print(f"model:   {model_path}")
     print(f"history: {os.path.join(args.out, 'history.json')}")
-    if plotting_available():
-        plot_curves(records, curves_path, x=x, title=title)
+    if drawn:
         print(f"curves:  {curves_path}")
     else:
         print("curves:  skipped (matplotlib is not installed: pip install 'npgru[plots]')")
@@ -168,7 +269,7 @@ def cmd_train(args) -> None:
     from .optim import SGD, Adam
     from .train import fit
 
-    os.makedirs(args.out, exist_ok=True)
+    _prepare_out(args.out)
     data = load_data(args)
     model = build_model(data, args)
     X, y = data.pooled("train")
@@ -193,24 +294,69 @@ def cmd_train(args) -> None:
     _finish(args, model, records, "round", f"centralised {args.dataset}")
 
 
-STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox", "scaffold")
+# A strategy constructor's keyword → the flag that sets it (passed where the strategy takes it).
+_STRATEGY_FLAGS = {"momentum": "server_momentum", "tau": "tau", "mu": "mu"}
+
+# federate flags that change neither the model nor the history's figures: every other flag is
+# part of a checkpoint's identity, so --resume refuses a run whose flags differ and names the flag.
+_NOT_IDENTITY = {"command", "func", "out", "quiet", "resume", "rounds", "executor", "workers",
+                 "eval_every", "federated_eval", "checkpoint_every"}
 
 
 def make_strategy(args):
-    """The strategy the flags name, with its options."""
+    """The strategy ``--strategy`` names (from :data:`npgru.fed.STRATEGIES`), with its options."""
+    import inspect
+
     from . import fed
 
-    kwargs = {} if args.server_lr is None else {"server_lr": args.server_lr}
-    if args.strategy == "fedavgm":
-        return fed.FedAvgM(momentum=args.server_momentum, **kwargs)
-    if args.strategy in ("fedadam", "fedyogi", "fedadagrad"):
-        cls = {"fedadam": fed.FedAdam, "fedyogi": fed.FedYogi, "fedadagrad": fed.FedAdagrad}
-        return cls[args.strategy](tau=args.tau, **kwargs)
-    if args.strategy == "fedprox":
-        return fed.FedProx(mu=args.mu, **kwargs)
-    if args.strategy == "scaffold":
-        return fed.Scaffold(**kwargs)
-    return fed.FedAvg(**kwargs)
+    cls = fed.STRATEGIES.resolve(args.strategy)
+    accepted = inspect.signature(cls).parameters
+    kwargs = {key: getattr(args, flag) for key, flag in _STRATEGY_FLAGS.items() if key in accepted}
+    if args.server_lr is not None:
+        kwargs["server_lr"] = args.server_lr
+    return cls(**kwargs)
+
+
+def build_defences(args, strategy, data):
+    """``strategy`` wrapped in the stages the defence and attack flags ask for, and the data
+    (an attack may flip labels), built from :data:`npgru.fed.STAGES` in the pipeline's order."""
+    from . import fed
+    from .fed.robust import check_tolerance, make_aggregator
+    from .fed.sampling import clients_per_round_count
+
+    if args.dp_clip is None and args.dp_noise:
+        raise UsageError("npgru federate: --dp-noise needs --dp-clip (the L2 bound that sets the "
+                         "noise scale)")
+    if args.secure_agg and args.dp_clip is None:
+        raise UsageError("npgru federate: --secure-agg needs --dp-clip: clients clip to it so "
+                         "their updates fit the ring")
+    stages: dict = {}
+    if args.attack is not None:
+        data, hooks, fraction = fed.apply_attack(args.attack, data, args.seed)
+        if hooks:
+            stages["hooks"] = {"hooks": hooks}
+        if args.aggregator != "mean":
+            per_round = clients_per_round_count(args.clients_per_round, len(data.clients))
+            check_tolerance(make_aggregator(args.aggregator)(1, True), per_round,
+                            round(fraction * per_round))
+    if args.fednova:
+        stages["fednova"] = {}
+    if args.dp_clip is not None:
+        stages["dp"] = {"dp": fed.DifferentialPrivacy(args.dp_clip, args.dp_noise, args.dp_delta),
+                        "seed": args.seed}
+    if args.compress is not None:
+        stages["compress"] = {"spec": args.compress}
+    if args.secure_agg:
+        stages["secure_agg"] = {"seed": args.seed}
+    if args.aggregator != "mean":
+        stages["robust"] = {"rule": args.aggregator}
+    return fed.build_stack(strategy, stages), data
+
+
+def identity_options(args) -> dict:
+    """The flags that shape a federated run's result, keyed as typed (``--seq-len``)."""
+    return {f"--{k.replace('_', '-')}": v for k, v in sorted(vars(args).items())
+            if k not in _NOT_IDENTITY}
 
 
 def _clients_per_round(text: str) -> int | float:
@@ -234,25 +380,22 @@ def _summary(record: dict) -> dict:
 def cmd_federate(args) -> None:
     """Federated training: sampled clients train locally and send deltas every round."""
     from . import fed
-    from .fed.extensions import from_options
 
-    os.makedirs(args.out, exist_ok=True)
+    _prepare_out(args.out)
     data = load_data(args)
-    strategy, data = from_options(
-        make_strategy(args), data, args.clients_per_round, dp_clip=args.dp_clip,
-        dp_noise=args.dp_noise, dp_delta=args.dp_delta, secure_agg=args.secure_agg,
-        compress=args.compress, aggregator=args.aggregator, attack=args.attack,
-        fednova=args.fednova, seed=args.seed)
+    strategy, data = build_defences(args, make_strategy(args), data)
     model = build_model(data, args)
+    training = fed.LocalTraining(optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
+                                 epochs=args.local_epochs, clip_norm=args.clip_norm)
     sim = fed.Simulation(
-        model, data, strategy, rounds=args.rounds,
-        clients_per_round=args.clients_per_round,
-        min_clients=max(args.min_clients, strategy.min_clients),
-        local_epochs=args.local_epochs, batch_size=args.batch_size, optimizer=args.optimizer,
-        lr=args.lr, clip_norm=args.clip_norm, executor=args.executor, workers=args.workers,
+        model, data, strategy, training=training, rounds=args.rounds,
+        clients_per_round=args.clients_per_round, min_clients=args.min_clients,
+        executor=args.executor, workers=args.workers,
         eval_every=args.eval_every, federated_eval=args.federated_eval,
         checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every, seed=args.seed,
+        options=identity_options(args),
     )
+    sim.check()  # settings that would fail every round: refused before a bar is drawn
     if not args.quiet:
         n = len(data.clients)
         print(f"{args.dataset}: {n} clients, {sum(c.num_train for c in data.clients):,} training "
@@ -267,17 +410,20 @@ def cmd_federate(args) -> None:
         _note_if_no_bar()
         bar = progress_bar(args.rounds, "rounds", "round", leave=False)
 
+    title = f"{args.strategy} on {args.dataset}, {len(data.clients)} clients"
+
     def report(record: dict) -> None:
         if bar is not None:
             bar.update(record["round"] - bar.n)
             bar.write(_round_line(_summary(record)))
+        # after every round: a run watched or killed midway keeps its record and curves
+        _write_records(args.out, [_summary(r) for r in sim.history_], "round", title)
 
     history = sim.run(resume=args.resume, callback=report)
     if bar is not None:
         bar.close()
     records = [_summary(r) for r in history]
-    _finish(args, sim.model_, records, "round",
-            f"{args.strategy} on {args.dataset}, {len(data.clients)} clients")
+    _finish(args, sim.model_, records, "round", title)
 
 
 def cmd_generate(args) -> None:
@@ -291,6 +437,18 @@ def cmd_generate(args) -> None:
         raise UsageError(f"npgru generate: {args.model} holds a {type(model).__name__}, "
                          "not a character model (CharLM)")
     print(sample_text(model, args.prompt, args.n, args.temperature, args.seed))
+
+
+def cmd_report(args) -> None:
+    """Accuracy against round and against wall-clock minutes for several runs, one PNG."""
+    from .report import load_run, plot_runs
+
+    runs = [load_run(path) for path in args.runs]
+    plot_runs(runs, args.out, target=args.target)
+    for run in runs:
+        print(f"{run.label}: {len(run.rounds)} evaluated rounds, best test accuracy "
+              f"{max(run.accuracy):.4f}, {run.minutes[-1]:.1f} min")
+    print(f"report:  {args.out}")
 
 
 def cmd_info(args) -> None:
@@ -341,7 +499,7 @@ def _round_line(rec: dict, label: str = "round") -> str:
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="npgru", formatter_class=_formatter,
                      description="A from-scratch NumPy GRU and a federated-learning simulator.")
-    from . import __version__
+    from . import __version__, fed
 
     parser.add_argument("--version", action="version", version=f"npgru {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -377,7 +535,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="clients sampled per round: a count, or a fraction of all clients")
     g.add_argument("--min-clients", type=int, default=1,
                    help="valid updates a round needs to commit")
-    g.add_argument("--executor", choices=["serial", "process", "ray"], default="serial",
+    g.add_argument("--executor", choices=list(fed.EXECUTORS), default="serial",
                    help="run clients in this process, a process pool, or on Ray (needs the ray "
                         "extra; RAY_ADDRESS joins a cluster); results are bit-identical")
     g.add_argument("--workers", type=int, default=None,
@@ -399,7 +557,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="client optimizer (fresh every round)")
     g.add_argument("--clip-norm", type=float, default=5.0, help="client gradient-norm clip")
     g = p.add_argument_group("strategy")
-    g.add_argument("--strategy", choices=STRATEGIES, default="fedavg", help="server strategy")
+    g.add_argument("--strategy", choices=list(fed.STRATEGIES), default="fedavg",
+                   help="server strategy")
     g.add_argument("--server-lr", type=float, default=None,
                    help="server learning rate η_s (default: the strategy's, 1 for FedAvg, "
                         "1e-2 for FedAdam/FedYogi/FedAdagrad)")
@@ -453,6 +612,18 @@ def make_parser() -> argparse.ArgumentParser:
     _bench_options(p)
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("report", formatter_class=_formatter,
+                       help="compare runs: accuracy against round and against wall time",
+                       description="Draw test accuracy against round and against wall-clock "
+                                   "minutes for several runs in one PNG (two panels). A run is "
+                                   "a directory written by `npgru federate` (history.json) or "
+                                   "by the paper benchmark (paper.json), or such a file.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or their JSON")
+    p.add_argument("--out", default="report.png", help="the PNG to write")
+    p.add_argument("--target", type=float, default=None,
+                   help="draw a horizontal line at this accuracy (e.g. 0.54)")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("info", formatter_class=_formatter,
                        help="versions, backend, whether Numba is active",
                        description="Print versions, the kernel backend and the BLAS in use.")
@@ -466,11 +637,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         fill_dataset_defaults(args)
+        check_args(args)
         args.func(args)
     except UsageError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, TypeError, OSError, ImportError) as e:
+    except (InputError, OSError, ImportError) as e:  # refused input, a path, a missing extra
         print(f"npgru: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
