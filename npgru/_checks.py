@@ -120,9 +120,9 @@ def check_positive_float(name: str, value, allow_none: bool = False) -> float | 
 
 def check_real_range(name: str, value, low: float | None = None, high: float | None = None, *,
                      include_low: bool = True, include_high: bool = True) -> float:
-    """``value`` as a float if it is a real number (not a bool) in the given interval.
+    """``value`` as a float if it is a finite real number (not a bool) in the given interval.
 
-    ``low``/``high`` of None leave that side open to ±∞ (NaN is always refused); e.g.
+    ``low``/``high`` of None leave that side unbounded (NaN and ±∞ are always refused); e.g.
     ``check_real_range("dropout", p, 0, 1, include_high=False)`` for a probability in [0, 1).
     """
     left = "" if low is None else f"{'>=' if include_low else '>'} {low}"
@@ -131,8 +131,11 @@ def check_real_range(name: str, value, low: float | None = None, high: float | N
         f"{' and' if left else ''} {right}" if right else "")
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InputTypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
-    x = float(value)
-    if (math.isnan(x) or (low is not None and (x < low or (x == low and not include_low)))
+    try:
+        x = float(value)
+    except OverflowError:  # an int beyond float range
+        x = math.inf
+    if (not math.isfinite(x) or (low is not None and (x < low or (x == low and not include_low)))
             or (high is not None and (x > high or (x == high and not include_high)))):
         raise InputValueError(f"{name} must be {expected}, got {value!r}")
     return x

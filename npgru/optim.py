@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._checks import check_positive_int
+from ._checks import check_positive_int, check_real_range
 from .module import Module
 
 
@@ -247,8 +247,4 @@ class CosineAnnealingLR(LRSchedule):
 
 
 def _non_negative(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+    return check_real_range(name, value, 0)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .._atomic import write_atomic
+from .._atomic import remove_stale_temp_files, write_atomic
 from .._checks import (
     InputTypeError,
     InputValueError,
@@ -267,8 +267,6 @@ class Simulation:
             else:
                 check_int_range(names[field], value, 1)
         check_real_range(names["lr"], t.lr, 0, include_low=False)
-        if not np.isfinite(t.lr):
-            raise InputValueError(f"{names['lr']} must be finite, got {t.lr!r}")
         for field in ("clip_norm", "time_budget"):
             check_positive_float(names[field], getattr(t, field), allow_none=True)
         if not callable(t.optimizer) and t.optimizer not in ("sgd", "adam", "adamw"):
@@ -370,6 +368,8 @@ class Simulation:
         start = 0
         path = None if self.checkpoint_dir is None else os.path.join(self.checkpoint_dir,
                                                                      CHECKPOINT_NAME)
+        if self.checkpoint_dir is not None:  # what writes killed mid-checkpoint left behind
+            remove_stale_temp_files(self.checkpoint_dir)
         if resume and path is not None and os.path.exists(path):
             start = self._restore(path, load_checkpoint(path), meta, strategy)
         test_set = self._test_set(clients)
