@@ -29,12 +29,15 @@ Design decisions, and why:
   run compiles a few dozen small functions (seconds, then cached).
 
 Kernels never check shapes: :func:`npgru.gru.gru_forward` / ``gru_backward`` and the
-``GRU`` layer validate every shape and dtype first, so nothing can index out of bounds.
+recurrent layers validate every shape and dtype first, so nothing can index out of bounds.
+The kernels of each cell are gathered in a :class:`~npgru.cell.CellKernels` table
+(``TABLES``), checked at import against the NumPy twins' tables.
 """
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 from llvmlite import ir
@@ -42,8 +45,9 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from . import kernels as _twins
+from .cell import check_tables
 
-COMPILED = True  # gru.py sends small shapes to the whole-sequence kernels only when set
+COMPILED = True  # npgru.recurrence sends small shapes to the whole-sequence kernels only when set
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 _JIT_DOT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
@@ -423,12 +427,12 @@ def _torch_seq_forward(gi, w_hh, b_hh, mask, hs, gates, hid):
 
 
 def torch_seq_forward(gi, w_hh, b_hh, mask, hs, gates, hid):
-    """Compiled :func:`npgru.kernels.torch_seq_forward` (small shapes: the GEMM is a loop)."""
+    """Compiled :func:`npgru.kernels.torch_forward_loop` (small shapes: the GEMM is a loop)."""
     _torch_seq_forward(gi, w_hh, b_hh, _mask_or_empty(mask, gi[0]), hs, gates, hid)
 
 
 @njit(**_JIT)
-def _torch_seq_backward(dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh_n):
+def _torch_seq_backward(dout, dh_n, hs, gates, hid, mask, w_hh, dgi, dgh_n):
     T, B, H = dout.shape
     use_mask = mask.shape[0] > 0
     dmm = np.zeros((B, H), dtype=dout.dtype)
@@ -446,10 +450,10 @@ def _torch_seq_backward(dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh_n):
     return dmm + ddir
 
 
-def torch_seq_backward(dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh_n):
-    """Compiled :func:`npgru.kernels.torch_seq_backward`."""
+def torch_seq_backward(dout, dh_n, hs, gates, hid, mask, w_hh, dgi, dgh_n):
+    """Compiled :func:`npgru.kernels.torch_backward_loop`; returns ``dh0``."""
     return _torch_seq_backward(
-        dout, dh_n, gates, hid, hs, _mask_or_empty(mask, dout[0]), w_hh, dgi, dgh_n
+        dout, dh_n, hs, gates, hid, _mask_or_empty(mask, dout[0]), w_hh, dgi, dgh_n
     )
 
 
@@ -470,12 +474,12 @@ def _classic_seq_forward(gi, w_hh, b_hh, mask, hs, gates, hid):
 
 
 def classic_seq_forward(gi, w_hh, b_hh, mask, hs, gates, hid):
-    """Compiled :func:`npgru.kernels.classic_seq_forward`."""
+    """Compiled :func:`npgru.kernels.classic_forward_loop`."""
     _classic_seq_forward(gi, w_hh, b_hh, _mask_or_empty(mask, gi[0]), hs, gates, hid)
 
 
 @njit(**_JIT)
-def _classic_seq_backward(dout, dh_n, gates, hid, hs, mask, w_hh, dgi):
+def _classic_seq_backward(dout, dh_n, hs, gates, hid, mask, w_hh, dgi):
     T, B, H = dout.shape
     use_mask = mask.shape[0] > 0
     dmm = np.zeros((B, H), dtype=dout.dtype)
@@ -493,10 +497,10 @@ def _classic_seq_backward(dout, dh_n, gates, hid, hs, mask, w_hh, dgi):
     return dmm + ddir
 
 
-def classic_seq_backward(dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh=None):
-    """Compiled :func:`npgru.kernels.classic_seq_backward` (``dgh`` unused, as in the twin)."""
+def classic_seq_backward(dout, dh_n, hs, gates, hid, mask, w_hh, dgi, dgh=None):
+    """Compiled :func:`npgru.kernels.classic_backward_loop` (``dgh`` unused, as in the twin)."""
     return _classic_seq_backward(
-        dout, dh_n, gates, hid, hs, _mask_or_empty(mask, dout[0]), w_hh, dgi
+        dout, dh_n, hs, gates, hid, _mask_or_empty(mask, dout[0]), w_hh, dgi
     )
 
 
@@ -579,24 +583,38 @@ def classic_cell(x, h_prev, w_ih, w_hh, b_ih, b_hh, h, work):
 
 
 @njit(**_INLINE)
+def _finite(a, b):
+    """True if neither array holds NaN or Inf (``v − v`` is 0 exactly when ``v`` is finite;
+    summed so the loop vectorises)."""
+    acc = a.dtype.type(0)
+    af, bf = a.reshape(-1), b.reshape(-1)
+    for i in range(af.shape[0]):
+        acc += af[i] - af[i]
+    for i in range(bf.shape[0]):
+        acc += bf[i] - bf[i]
+    return acc == 0
+
+
+@njit(**_INLINE)
+def _layer_weights(flat, offs, k, G, H, zeros):
+    """Compiled :func:`npgru.kernels.layer_weights` for layer ``k``."""
+    D = offs[k, 4]
+    w_ih = flat[offs[k, 0] : offs[k, 0] + G * H * D].reshape((G * H, D))
+    w_hh = flat[offs[k, 1] : offs[k, 1] + G * H * H].reshape((G * H, H))
+    b_ih = flat[offs[k, 2] : offs[k, 2] + G * H] if offs[k, 2] >= 0 else zeros
+    b_hh = flat[offs[k, 3] : offs[k, 3] + G * H] if offs[k, 3] >= 0 else zeros
+    return w_ih, w_hh, b_ih, b_hh
+
+
+@njit(**_INLINE)
 def _stream(x, h, flat, offs, out, work, hbuf, wbuf, classic):
     L, B, H = h.shape
-    acc = x.dtype.type(0)  # v − v is 0 exactly when v is finite; summed so the loop vectorises
-    xf, hf = x.reshape(-1), h.reshape(-1)
-    for i in range(xf.shape[0]):
-        acc += xf[i] - xf[i]
-    for i in range(hf.shape[0]):
-        acc += hf[i] - hf[i]
-    if acc != 0:  # NaN
+    if not _finite(x, h):
         return False
     zeros = work[3, 0]  # never written: the bias of a layer without bias
     inp = x
     for k in range(L):
-        D = offs[k, 4]
-        w_ih = flat[offs[k, 0] : offs[k, 0] + 3 * H * D].reshape((3 * H, D))
-        w_hh = flat[offs[k, 1] : offs[k, 1] + 3 * H * H].reshape((3 * H, H))
-        b_ih = flat[offs[k, 2] : offs[k, 2] + 3 * H] if offs[k, 2] >= 0 else zeros
-        b_hh = flat[offs[k, 3] : offs[k, 3] + 3 * H] if offs[k, 3] >= 0 else zeros
+        w_ih, w_hh, b_ih, b_hh = _layer_weights(flat, offs, k, 3, H, zeros)
         # into hbuf first: out may be h itself, and h[k] is read until the cell is done
         if classic:
             _classic_cell(inp, h[k], w_ih, w_hh, b_ih, b_hh, hbuf, work, wbuf)
@@ -611,30 +629,197 @@ def _stream(x, h, flat, offs, out, work, hbuf, wbuf, classic):
 
 @njit(**_JIT)
 def stream_step(x, h, flat, offs, out, work, hbuf, wbuf):
-    """Compiled :func:`npgru.kernels.stream_step`: every layer of one step in one call."""
+    """Compiled :func:`npgru.kernels.gru_stream_step`: every layer of one step in one call."""
     return _stream(x, h, flat, offs, out, work, hbuf, wbuf, False)
 
 
 @njit(**_JIT)
 def classic_stream_step(x, h, flat, offs, out, work, hbuf, wbuf):
-    """Compiled :func:`npgru.kernels.classic_stream_step`."""
+    """Compiled :func:`npgru.kernels.gru_stream_step` for the classic form."""
     return _stream(x, h, flat, offs, out, work, hbuf, wbuf, True)
 
 
-@njit(cache=True, nogil=True)
-def all_finite(a, b):
-    """Compiled :func:`npgru.kernels.all_finite` (``v − v`` is 0 exactly when ``v`` is finite)."""
-    acc = 0.0
-    for i in range(a.shape[0]):
-        acc += a[i] - a[i]
-    for i in range(b.shape[0]):
-        acc += b[i] - b[i]
-    return acc == 0.0
+# ---------------------------------------------------------------------------------------
+# LSTM: gates [i, f, g, o]; c = f ⊙ c_prev + i ⊙ g, h = o ⊙ tanh(c)
+# ---------------------------------------------------------------------------------------
+@njit(**_INLINE)
+def _lstm_fwd(gi, gh, b_hh, h_prev, c_prev, m, use_mask, h, c, gates, s1, s2):
+    B, H = h.shape
+    for b in range(B):
+        for j in range(2 * H):  # i, f
+            gates[b, j] = _sigmoid(gi[b, j] + gh[b, j] + b_hh[j])
+        for j in range(2 * H, 3 * H):  # g
+            gates[b, j] = _tanh(gi[b, j] + gh[b, j] + b_hh[j])
+        for j in range(3 * H, 4 * H):  # o
+            gates[b, j] = _sigmoid(gi[b, j] + gh[b, j] + b_hh[j])
+        mb = m[b] if use_mask else 1.0
+        for j in range(H):  # c = f ⊙ c_prev + i ⊙ g
+            cp = c_prev[b, j]
+            c_new = gates[b, H + j] * cp + gates[b, j] * gates[b, 2 * H + j]
+            if use_mask:
+                c_new = (c_new - cp) * mb + cp  # a finished sequence keeps its state
+            s1[b, j] = c_new
+        for j in range(H):  # h = o ⊙ tanh(c)
+            hp = h_prev[b, j]
+            h_new = gates[b, 3 * H + j] * _tanh(s1[b, j])
+            if use_mask:
+                h_new = (h_new - hp) * mb + hp
+            s2[b, j] = h_new
+        for j in range(H):
+            c[b, j] = s1[b, j]
+        for j in range(H):
+            h[b, j] = s2[b, j]
 
 
-# the twins' loop drivers, re-exported so gru.py can run a Python time loop with BLAS GEMMs
-# and the compiled step kernels above (large shapes)
-torch_forward_loop = _twins.torch_forward_loop
-torch_backward_loop = _twins.torch_backward_loop
-classic_forward_loop = _twins.classic_forward_loop
-classic_backward_loop = _twins.classic_backward_loop
+@njit(**_INLINE)
+def _lstm_bwd(dmm, ddir, dc, dout_t, gates, c_prev, c, m, use_mask, dgi, s1, s2):
+    B, H = dmm.shape
+    for b in range(B):
+        mb = m[b] if use_mask else 1.0
+        for j in range(H):  # dh = dh_prev(t+1) · W_hh + direct part + this step's output gradient
+            s1[b, j] = dmm[b, j] + ddir[b, j] + dout_t[b, j] * mb
+        for j in range(H):  # dc_t = dc ⊙ m + dh ⊙ m ⊙ o ⊙ (1 − tanh²c)
+            tc = _tanh(c[b, j])
+            s2[b, j] = (dc[b, j] + s1[b, j] * gates[b, 3 * H + j] * (1.0 - tc * tc)) * mb
+        for j in range(H):  # dō = dh ⊙ tanh c ⊙ o(1 − o)
+            o = gates[b, 3 * H + j]
+            dgi[b, 3 * H + j] = s1[b, j] * mb * _tanh(c[b, j]) * o * (1.0 - o)
+        for j in range(H):  # dī = dc_t ⊙ g ⊙ i(1 − i)
+            i = gates[b, j]
+            dgi[b, j] = s2[b, j] * gates[b, 2 * H + j] * i * (1.0 - i)
+        for j in range(H):  # df̄ = dc_t ⊙ c_prev ⊙ f(1 − f)
+            f = gates[b, H + j]
+            dgi[b, H + j] = s2[b, j] * c_prev[b, j] * f * (1.0 - f)
+        for j in range(H):  # dḡ = dc_t ⊙ i ⊙ (1 − g²)
+            g = gates[b, 2 * H + j]
+            dgi[b, 2 * H + j] = s2[b, j] * gates[b, j] * (1.0 - g * g)
+        for j in range(H):  # dc_prev = dc_t ⊙ f (and dc for a finished sequence)
+            dc[b, j] = s2[b, j] * gates[b, H + j] + dc[b, j] * (1.0 - mb)
+        for j in range(H):  # dh_prev directly: only a finished sequence's dh
+            ddir[b, j] = s1[b, j] * (1.0 - mb)
+
+
+@njit(**_JIT)
+def lstm_step_forward(gi, gh, b_hh, h_prev, c_prev, m, h, c, gates):
+    """Compiled :func:`npgru.kernels.lstm_step_forward`."""
+    s1, s2 = np.empty_like(h), np.empty_like(h)
+    if m is None:
+        _lstm_fwd(gi, gh, b_hh, h_prev, c_prev, b_hh, False, h, c, gates, s1, s2)
+    else:
+        _lstm_fwd(gi, gh, b_hh, h_prev, c_prev, m, True, h, c, gates, s1, s2)
+
+
+@njit(**_JIT)
+def lstm_step_backward(dmm, ddir, dc, dout_t, gates, c_prev, c, m, dgi):
+    """Compiled :func:`npgru.kernels.lstm_step_backward`."""
+    s1, s2 = np.empty_like(dmm), np.empty_like(dmm)
+    if m is None:
+        _lstm_bwd(dmm, ddir, dc, dout_t, gates, c_prev, c, dout_t[0], False, dgi, s1, s2)
+    else:
+        _lstm_bwd(dmm, ddir, dc, dout_t, gates, c_prev, c, m, True, dgi, s1, s2)
+
+
+@njit(**_JIT)
+def _lstm_seq_forward(gi, w_hh, b_hh, mask, hs, cs, gates):
+    use_mask = mask.shape[0] > 0
+    gh = np.empty(gi.shape[1:], dtype=hs.dtype)
+    s1, s2 = np.empty_like(hs[0]), np.empty_like(hs[0])
+    for t in range(gi.shape[0]):
+        _dot(hs[t], w_hh, 0, 0, gh)  # gh = h_prev · W_hhᵀ
+        m = mask[t] if use_mask else b_hh
+        _lstm_fwd(gi[t], gh, b_hh, hs[t], cs[t], m, use_mask, hs[t + 1], cs[t + 1], gates[t],
+                  s1, s2)
+
+
+def lstm_seq_forward(gi, w_hh, b_hh, mask, hs, cs, gates):
+    """Compiled :func:`npgru.kernels.lstm_forward_loop` (small shapes: the GEMM is a loop)."""
+    _lstm_seq_forward(gi, w_hh, b_hh, _mask_or_empty(mask, gi[0]), hs, cs, gates)
+
+
+@njit(**_JIT)
+def _lstm_seq_backward(dout, dh_n, dc_n, cs, gates, mask, w_hh, dgi):
+    use_mask = mask.shape[0] > 0
+    dmm = np.zeros_like(dh_n)
+    ddir, dc = dh_n.copy(), dc_n.copy()
+    s1, s2 = np.empty_like(dh_n), np.empty_like(dh_n)
+    wt = np.ascontiguousarray(w_hh.T)  # (H, 4H): dgates · W_hh as dot products along its rows
+    for t in range(dout.shape[0] - 1, -1, -1):
+        m = mask[t] if use_mask else dout[t, 0]
+        _lstm_bwd(dmm, ddir, dc, dout[t], gates[t], cs[t], cs[t + 1], m, use_mask, dgi[t], s1, s2)
+        _dot(dgi[t], wt, 0, 0, dmm)  # dh_prev = direct + dgates · W_hh
+    return dmm + ddir, dc
+
+
+def lstm_seq_backward(dout, dh_n, dc_n, hs, cs, gates, mask, w_hh, dgi, dgh=None):
+    """Compiled :func:`npgru.kernels.lstm_backward_loop`; returns ``(dh0, dc0)``."""
+    return _lstm_seq_backward(dout, dh_n, dc_n, cs, gates, _mask_or_empty(mask, dout[0]), w_hh,
+                              dgi)
+
+
+@njit(**_INLINE)
+def _lstm_cell(x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh, h, c, work, wbuf):
+    gi, gh = work[0], work[1]
+    _input_proj(x, w_ih, gi, wbuf)
+    _dot(h_prev, w_hh, 0, 0, gh)
+    B, H = h.shape
+    for b in range(B):
+        for j in range(H):
+            i = _sigmoid(gi[b, j] + b_ih[j] + gh[b, j] + b_hh[j])
+            f = _sigmoid(gi[b, H + j] + b_ih[H + j] + gh[b, H + j] + b_hh[H + j])
+            g = _tanh(gi[b, 2 * H + j] + b_ih[2 * H + j] + gh[b, 2 * H + j] + b_hh[2 * H + j])
+            o = _sigmoid(gi[b, 3 * H + j] + b_ih[3 * H + j] + gh[b, 3 * H + j] + b_hh[3 * H + j])
+            c_new = f * c_prev[b, j] + i * g
+            c[b, j] = c_new
+            h[b, j] = o * _tanh(c_new)
+
+
+@njit(**_JIT)
+def lstm_cell(x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh, h, c, work):
+    """Compiled :func:`npgru.kernels.lstm_cell` (small shapes; both GEMMs as loops)."""
+    _lstm_cell(x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh, h, c, work, b_ih[:0])
+
+
+@njit(**_JIT)
+def lstm_stream_step(x, h, c, flat, offs, out_h, out_c, work, hbuf, wbuf):
+    """Compiled :func:`npgru.kernels.lstm_stream_step`: every layer of one step in one call."""
+    L, B, H = h.shape
+    if not _finite(x, h) or not _finite(c, c):
+        return False
+    zeros = work[3, 0]
+    new_h, new_c = hbuf[:B], hbuf[B:]
+    inp = x
+    for k in range(L):
+        w_ih, w_hh, b_ih, b_hh = _layer_weights(flat, offs, k, 4, H, zeros)
+        _lstm_cell(inp, h[k], c[k], w_ih, w_hh, b_ih, b_hh, new_h, new_c, work, wbuf)
+        for b in range(B):
+            for j in range(H):
+                out_h[k, b, j] = new_h[b, j]
+                out_c[k, b, j] = new_c[b, j]
+        inp = out_h[k]
+    return True
+
+
+# ---------------------------------------------------------------------------------------
+# the kernel tables: large shapes run the twins' loop drivers (BLAS GEMMs) around the
+# compiled step kernels; small shapes the whole-sequence kernels above
+# ---------------------------------------------------------------------------------------
+STEPS = SimpleNamespace(
+    torch_step_forward=torch_step_forward,
+    torch_step_backward=torch_step_backward,
+    classic_step_gates=classic_step_gates,
+    classic_step_forward=classic_step_forward,
+    classic_step_backward=classic_step_backward,
+    classic_step_backward_reset=classic_step_backward_reset,
+    lstm_step_forward=lstm_step_forward,
+    lstm_step_backward=lstm_step_backward,
+)
+TABLES = {
+    "gru": _twins.loop_table(STEPS, "gru", torch_seq_forward, torch_seq_backward, stream_step),
+    "gru_classic": _twins.loop_table(STEPS, "gru_classic", classic_seq_forward,
+                                     classic_seq_backward, classic_stream_step),
+    "lstm": _twins.loop_table(STEPS, "lstm", lstm_seq_forward, lstm_seq_backward,
+                              lstm_stream_step),
+}
+check_tables(TABLES, _twins.TABLES)
+if set(vars(STEPS)) != set(vars(_twins.STEPS)):
+    raise TypeError("the compiled step kernels and their NumPy twins differ")

@@ -1,7 +1,9 @@
-"""Per-step element-wise gate math: the seam between the time loop and the compiled kernels.
+"""Per-step element-wise gate math of every cell: the seam between the time loop and the
+compiled kernels.
 
-``gru.py`` runs the GEMMs; everything element-wise inside one step lives here, behind a few
-functions per variant with fixed signatures. Each writes into arrays it is given (no
+:mod:`npgru.recurrence` runs the GEMMs; everything element-wise inside one step lives here,
+behind a few functions per cell, gathered per cell in a :class:`~npgru.cell.CellKernels` table
+(``TABLES``, keyed by the cell's name). Each writes into arrays it is given (no
 allocation in the time loop). These are the NumPy twins; :mod:`npgru._numba_kernels` has
 compiled versions with the same signatures, chosen by :mod:`npgru._backend`, and the tests
 run both on the same inputs.
@@ -11,15 +13,16 @@ Three levels:
 - **step kernels** (``*_step_*``): the fused element-wise math of one time step;
 - **loop drivers** (``*_forward_loop`` / ``*_backward_loop``): the time loop with one BLAS GEMM
   per step, calling a backend's step kernels — what large shapes run on either backend;
-- **whole-sequence kernels** (``*_seq_*``): the same loop as one call. Here they are the loop
-  drivers with the NumPy step kernels; the Numba versions run the time loop and the small
-  hidden GEMMs in compiled code, which is what removes Python's per-step cost for small
-  batch and hidden sizes;
+- **whole-sequence kernels**: the same loop as one call. Here they are the loop drivers with
+  the NumPy step kernels; the Numba versions run the time loop and the small hidden GEMMs in
+  compiled code, which is what removes Python's per-step cost for small batch and hidden
+  sizes;
 - **cells** (``*_cell``): one step of one layer for streaming inference, nothing saved.
 
-Shapes: ``T`` steps, ``B`` batch, ``H`` hidden. ``gi``/``gh`` are ``(B, 3H)`` pre-activations with
-column blocks ``[r, z, n]`` (``gi`` includes ``b_ih``; ``b_hh`` (3H,) is passed separately
-because ``b_hn`` sits inside ``r ⊙ (·)``; zeros when the layer has no bias). ``m`` is the
+Shapes: ``T`` steps, ``B`` batch, ``H`` hidden. For the GRU ``gi``/``gh`` are ``(B, 3H)``
+pre-activations with column blocks ``[r, z, n]`` (``gi`` includes ``b_ih``; ``b_hh`` (3H,) is
+passed separately because ``b_hn`` sits inside ``r ⊙ (·)``; zeros when the layer has no
+bias); for the LSTM ``(B, 4H)`` with blocks ``[i, f, g, o]``. ``m`` is the
 ``(B,)`` step mask (1 while a sequence runs) or ``None`` when every sequence runs the whole
 length; ``mask`` is ``(T, B)`` or ``None``.
 
@@ -30,9 +33,12 @@ direct part, updated in place by the kernel); ``dh_t = dmm + ddir + m ⊙ dout_t
 
 from __future__ import annotations
 
-import types
+from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
+
+from .cell import CellKernels, check_tables
 
 
 def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -133,7 +139,7 @@ def torch_forward_loop(K, gi, w_hh, b_hh, mask, hs, gates, hid):
         K.torch_step_forward(gi[t], gh, b_hh, hs[t], _at(mask, t), hs[t + 1], gates[t], hid[t])
 
 
-def torch_backward_loop(K, dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh_n):
+def torch_backward_loop(K, dout, dh_n, hs, gates, hid, mask, w_hh, dgi, dgh_n):
     """Time loop, backward: ``K.torch_step_backward`` then ``dmm = dgh_t · W_hh``; returns dh0.
 
     Only the candidate block of the hidden-side gradient is kept (``dgh_n`` (T, B, H)): the
@@ -151,17 +157,6 @@ def torch_backward_loop(K, dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh_n):
         np.matmul(dgh, w_hh, out=dmm)
     dmm += ddir
     return dmm
-
-
-def torch_seq_forward(gi, w_hh, b_hh, mask, hs, gates, hid):
-    """Forward over the whole sequence (writes ``hs[1:]``, ``gates``, ``hid``)."""
-    torch_forward_loop(_self, gi, w_hh, b_hh, mask, hs, gates, hid)
-
-
-def torch_seq_backward(dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh_n):
-    """Backward over the whole sequence (writes ``dgi`` and ``dgh_n`` = ``dn̄ ⊙ r``, the
-    candidate block of the hidden-side gradient); returns ``dh0``."""
-    return torch_backward_loop(_self, dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh_n)
 
 
 # ---------------------------------------------------------------------------------------
@@ -240,7 +235,7 @@ def classic_forward_loop(K, gi, w_hh, b_hh, mask, hs, gates, hid):
         K.classic_step_forward(gi[t], gh_n, b_hh, hs[t], _at(mask, t), hs[t + 1], gates[t])
 
 
-def classic_backward_loop(K, dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh=None):
+def classic_backward_loop(K, dout, dh_n, hs, gates, hid, mask, w_hh, dgi, dgh=None):
     """Time loop, backward, classic; returns ``dh0`` (``dgh`` is unused: ``dW_hh`` comes from
     ``dgi`` and ``hid``)."""
     T, B, H = dout.shape
@@ -258,16 +253,6 @@ def classic_backward_loop(K, dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh=No
         np.matmul(g[:, : 2 * H], u_rz, out=dmm)
     dmm += ddir
     return dmm
-
-
-def classic_seq_forward(gi, w_hh, b_hh, mask, hs, gates, hid):
-    """Classic forward over the whole sequence (``hid`` receives ``r ⊙ h_prev``)."""
-    classic_forward_loop(_self, gi, w_hh, b_hh, mask, hs, gates, hid)
-
-
-def classic_seq_backward(dout, dh_n, gates, hid, hs, mask, w_hh, dgi, dgh=None):
-    """Classic backward over the whole sequence (writes ``dgi``); returns ``dh0``."""
-    return classic_backward_loop(_self, dout, dh_n, gates, hid, hs, mask, w_hh, dgi)
 
 
 # ---------------------------------------------------------------------------------------
@@ -319,38 +304,46 @@ def classic_cell(x, h_prev, w_ih, w_hh, b_ih, b_hh, h, work):
     h += h_prev
 
 
-def stream_step(x, h, flat, offs, out, work, hbuf, wbuf, cell=None) -> bool:
-    """One step of every layer for streaming inference (``GRU.step``), PyTorch form.
+def layer_weights(flat, o, G: int, H: int, zeros):
+    """Layer views ``W_ih (GH, D)``, ``W_hh (GH, H)``, ``b_ih``, ``b_hh`` into the flat parameter
+    vector at offsets ``o = [w_ih, w_hh, b_ih, b_hh, D]`` (−1 for an absent bias: ``zeros``)."""
+    D = int(o[4])
+    w_ih = flat[o[0] : o[0] + G * H * D].reshape(G * H, D)
+    w_hh = flat[o[1] : o[1] + G * H * H].reshape(G * H, H)
+    b_ih = flat[o[2] : o[2] + G * H] if o[2] >= 0 else zeros
+    b_hh = flat[o[3] : o[3] + G * H] if o[3] >= 0 else zeros
+    return w_ih, w_hh, b_ih, b_hh
 
-    ``x`` (B, D), ``h`` and ``out`` (L, B, H) (``out`` may be ``h``). Layer ``k``'s
-    parameters are read from the flat parameter vector at offsets
-    ``offs[k] = [w_ih, w_hh, b_ih, b_hh, D_k]`` (−1 for an absent bias, which reads
-    ``work[3, 0]``, kept zero). ``work`` (4, B, 3H), ``hbuf`` (B, H) and ``wbuf`` (1-D; the
-    compiled kernel transposes a short ``W_ih`` into it) are scratch. Returns
-    ``False``, writing nothing, if ``x`` or ``h`` holds NaN or Inf.
+
+def stream_layers(cell, x, states, flat, offs, outs, work, hbuf) -> bool:
+    """One step of every layer for streaming inference, for any cell.
+
+    ``x`` (B, D); ``states`` and ``outs`` one (L, B, H) array per state (an ``out`` may be its
+    state itself). Layer ``k``'s parameters are read from the flat parameter vector at offsets
+    ``offs[k]`` (:func:`layer_weights`; an absent bias reads ``work[3, 0]``, kept zero).
+    ``work`` (4, B, GH) and ``hbuf`` (states·B, H) are scratch. ``cell(x, *state_k, w_ih,
+    w_hh, b_ih, b_hh, *new_k, work)`` computes one layer. Returns ``False``, writing nothing,
+    if ``x`` or a state holds NaN or Inf.
     """
-    L, B, H = h.shape
-    if not all_finite(x.reshape(-1), h.reshape(-1)):
+    L, B, H = states[0].shape
+    if not all_finite(x, *states):
         return False
-    cell = torch_cell if cell is None else cell
-    zeros = work[3, 0]
+    G = work.shape[2] // H
+    new = [hbuf[j * B : (j + 1) * B] for j in range(len(states))]
     inp = x
     for k in range(L):
-        o = offs[k]
-        D = int(o[4])
-        w_ih = flat[o[0] : o[0] + 3 * H * D].reshape(3 * H, D)
-        w_hh = flat[o[1] : o[1] + 3 * H * H].reshape(3 * H, H)
-        b_ih = flat[o[2] : o[2] + 3 * H] if o[2] >= 0 else zeros
-        b_hh = flat[o[3] : o[3] + 3 * H] if o[3] >= 0 else zeros
-        cell(inp, h[k], w_ih, w_hh, b_ih, b_hh, hbuf, work)  # h[k] is read until done
-        out[k] = hbuf
-        inp = out[k]
+        # into hbuf first: an out may be its state, read until the cell is done
+        cell(inp, *[s[k] for s in states], *layer_weights(flat, offs[k], G, H, work[3, 0]),
+             *new, work)
+        for o, n in zip(outs, new, strict=True):
+            o[k] = n
+        inp = outs[0][k]
     return True
 
 
-def classic_stream_step(x, h, flat, offs, out, work, hbuf, wbuf) -> bool:
-    """:func:`stream_step` for the classic form."""
-    return stream_step(x, h, flat, offs, out, work, hbuf, wbuf, classic_cell)
+def gru_stream_step(cell, x, h, flat, offs, out, work, hbuf, wbuf) -> bool:
+    """:func:`stream_layers` for a GRU cell (``wbuf`` is the compiled kernels' scratch)."""
+    return stream_layers(cell, x, (h,), flat, offs, (out,), work, hbuf)
 
 
 _ZEROS: dict = {}  # dtype -> a zero vector, grown when needed, never written
@@ -363,26 +356,155 @@ def _zeros(a: np.ndarray) -> np.ndarray:
     return z[: a.size]
 
 
-def all_finite(a: np.ndarray, b: np.ndarray) -> bool:
-    """True if the 1-D arrays ``a`` and ``b`` hold no NaN or Inf.
+def all_finite(*arrays: np.ndarray) -> bool:
+    """True if no array holds NaN or Inf.
 
     ``Σ v·0`` is 0 when every ``v`` is finite and NaN otherwise: a check through BLAS dot
     that, unlike ``np.isfinite(v).all()``, allocates nothing of ``v``'s size.
     """
     with np.errstate(invalid="ignore"):
-        return bool(np.dot(a, _zeros(a)) == 0 and np.dot(b, _zeros(b)) == 0)
+        return all(np.dot(v, _zeros(v)) == 0 for v in (a.reshape(-1) for a in arrays))
 
 
 def _at(mask, t):
     return None if mask is None else mask[t]
 
 
-# the loop drivers take a kernels module; the NumPy twins pass this one
-_self = types.SimpleNamespace(
+# ---------------------------------------------------------------------------------------
+# LSTM: gates [i, f, g, o]; c = f ⊙ c_prev + i ⊙ g, h = o ⊙ tanh(c)
+# ---------------------------------------------------------------------------------------
+def _lstm_activate(a: np.ndarray) -> None:
+    """``[i, f, g, o] = [σ, σ, tanh, σ]`` of the pre-activations, in place."""
+    H = a.shape[1] // 4
+    sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])
+    np.tanh(a[:, 2 * H : 3 * H], out=a[:, 2 * H : 3 * H])
+    sigmoid(a[:, 3 * H :], out=a[:, 3 * H :])
+
+
+def lstm_step_forward(gi, gh, b_hh, h_prev, c_prev, m, h, c, gates):
+    """One LSTM step after ``gh = h_prev · W_hhᵀ`` (no bias): writes ``h``, ``c`` (B, H) and
+    ``gates`` (B, 4H) = ``[i, f, g, o]`` after their nonlinearities."""
+    H = h.shape[1]
+    m = _col(m)
+    np.add(gi, gh, out=gates)
+    gates += b_hh
+    _lstm_activate(gates)
+    i, f, g, o = (gates[:, k * H : (k + 1) * H] for k in range(4))
+    c_new = f * c_prev
+    c_new += i * g
+    h_new = np.tanh(c_new)
+    h_new *= o
+    _carry(c_new, c_prev, m, c)
+    _carry(h_new, h_prev, m, h)
+
+
+def lstm_step_backward(dmm, ddir, dc, dout_t, gates, c_prev, c, m, dgi):
+    """Backward of one LSTM step; ``c`` is the cell state after it.
+
+    Writes ``dgi`` (B, 4H), the pre-activation gradient (the hidden side's is the same), and
+    replaces ``ddir`` by the direct part of ``dh_prev`` (nonzero only for a finished
+    sequence) and ``dc`` by ``dc_prev``.
+    """
+    H = dmm.shape[1]
+    m = _col(m)
+    i, f, g, o = (gates[:, k * H : (k + 1) * H] for k in range(4))
+    dh = _dh(dmm, ddir, dout_t, m)
+    dhm = dh if m is None else dh * m
+    tc = np.tanh(c)
+    # dc_t = dc ⊙ m + dh ⊙ o ⊙ (1 − tanh²c)
+    dct = dc * (1 if m is None else m) + dhm * o * (1 - tc * tc)
+    dgi[:, 3 * H :] = dhm * tc * o * (1 - o)  # dō
+    dgi[:, :H] = dct * g * i * (1 - i)  # dī
+    dgi[:, H : 2 * H] = dct * c_prev * f * (1 - f)  # df̄
+    dgi[:, 2 * H : 3 * H] = dct * i * (1 - g * g)  # dḡ
+    # a finished sequence passes dh and dc straight through
+    if m is None:
+        np.multiply(dct, f, out=dc)
+        ddir[...] = 0
+    else:
+        dc *= 1 - m
+        dc += dct * f
+        np.multiply(dh, 1 - m, out=ddir)
+
+
+def lstm_forward_loop(K, gi, w_hh, b_hh, mask, hs, cs, gates):
+    """Time loop, forward: one BLAS GEMM per step, then ``K.lstm_step_forward``."""
+    u_t = np.ascontiguousarray(w_hh.T)  # pre-transposed, as in torch_forward_loop
+    gh = np.empty_like(gi[0])
+    for t in range(gi.shape[0]):
+        np.matmul(hs[t], u_t, out=gh)
+        K.lstm_step_forward(gi[t], gh, b_hh, hs[t], cs[t], _at(mask, t), hs[t + 1], cs[t + 1],
+                            gates[t])
+
+
+def lstm_backward_loop(K, dout, dh_n, dc_n, hs, cs, gates, mask, w_hh, dgi, dgh=None):
+    """Time loop, backward; returns ``(dh0, dc0)`` (``dgh`` is unused: it equals ``dgi``)."""
+    dmm = np.zeros_like(dh_n)
+    ddir, dc = dh_n.copy(), dc_n.copy()
+    for t in range(dout.shape[0] - 1, -1, -1):
+        K.lstm_step_backward(dmm, ddir, dc, dout[t], gates[t], cs[t], cs[t + 1], _at(mask, t),
+                             dgi[t])
+        np.matmul(dgi[t], w_hh, out=dmm)  # dh_prev = ddir + dgates · W_hh
+    dmm += ddir
+    return dmm, dc
+
+
+def lstm_cell(x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh, h, c, work):
+    """``h, c = LSTMCell(x, (h_prev, c_prev))``. ``work`` is scratch of shape (≥2, B, 4H)."""
+    H = h.shape[1]
+    a, gh = work[0], work[1]
+    np.matmul(x, w_ih.T, out=a)
+    a += b_ih
+    np.matmul(h_prev, w_hh.T, out=gh)
+    a += gh
+    a += b_hh
+    _lstm_activate(a)
+    np.multiply(a[:, H : 2 * H], c_prev, out=c)
+    ig = np.multiply(a[:, :H], a[:, 2 * H : 3 * H], out=gh[:, :H])
+    c += ig
+    np.tanh(c, out=h)
+    h *= a[:, 3 * H :]
+
+
+def lstm_stream_step(x, h, c, flat, offs, out_h, out_c, work, hbuf, wbuf) -> bool:
+    """:func:`stream_layers` for the LSTM (``wbuf`` is the compiled kernels' scratch)."""
+    return stream_layers(lstm_cell, x, (h, c), flat, offs, (out_h, out_c), work, hbuf)
+
+
+# ---------------------------------------------------------------------------------------
+# the kernel tables: the loop drivers take the step kernels they call; on the NumPy backend
+# the whole-sequence kernels are those drivers with the NumPy step kernels
+# ---------------------------------------------------------------------------------------
+STEPS = SimpleNamespace(
     torch_step_forward=torch_step_forward,
     torch_step_backward=torch_step_backward,
     classic_step_gates=classic_step_gates,
     classic_step_forward=classic_step_forward,
     classic_step_backward=classic_step_backward,
     classic_step_backward_reset=classic_step_backward_reset,
+    lstm_step_forward=lstm_step_forward,
+    lstm_step_backward=lstm_step_backward,
 )
+
+LOOPS = {  # cell name -> (forward loop driver, backward loop driver)
+    "gru": (torch_forward_loop, torch_backward_loop),
+    "gru_classic": (classic_forward_loop, classic_backward_loop),
+    "lstm": (lstm_forward_loop, lstm_backward_loop),
+}
+
+
+def loop_table(steps, name: str, seq_forward, seq_backward, stream_step) -> CellKernels:
+    """A table whose loop drivers call ``steps``' step kernels."""
+    fwd, bwd = LOOPS[name]
+    return CellKernels(seq_forward, seq_backward, partial(fwd, steps), partial(bwd, steps),
+                       stream_step)
+
+
+STREAMS = {
+    "gru": partial(gru_stream_step, torch_cell),
+    "gru_classic": partial(gru_stream_step, classic_cell),
+    "lstm": lstm_stream_step,
+}
+TABLES = {name: loop_table(STEPS, name, partial(fwd, STEPS), partial(bwd, STEPS), STREAMS[name])
+          for name, (fwd, bwd) in LOOPS.items()}
+check_tables(TABLES)

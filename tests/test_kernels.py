@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import npgru
-from npgru import _backend, gru
+from npgru import _backend, gru, recurrence
 from npgru import kernels as NK
 
 from .conftest import require
@@ -72,6 +72,7 @@ def both(fn_np, fn_nb, make_args, dtype):
 
 
 CASES = list(itertools.product(DTYPES, (False, True), (False, True)))  # dtype, masked, bias
+CELL = {variant: cell.name for variant, cell in gru.CELLS.items()}  # kernel-table keys
 
 
 # ---------------------------------------------------------------------------------------
@@ -148,11 +149,11 @@ def test_sequence_kernels_match_twins(NB, variant, dtype, masked, bias):
         hs = np.zeros((T + 1, B, H), dtype)
         hs[0] = v["h0"]
         gates, hid = np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, H), dtype)
-        fwd = getattr(K, f"{variant}_seq_forward")
-        fwd(v["gi"], v["w_hh"], v["b_hh"], v["mask"], hs, gates, hid)
+        table = K.TABLES[CELL[variant]]
+        table.seq_forward(v["gi"], v["w_hh"], v["b_hh"], v["mask"], hs, gates, hid)
         dgi, dgh = np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, H), dtype)
-        bwd = getattr(K, f"{variant}_seq_backward")
-        dh0 = bwd(v["dout"], v["dh_n"], gates, hid, hs, v["mask"], v["w_hh"], dgi, dgh)
+        dh0 = table.seq_backward(v["dout"], v["dh_n"], hs, gates, hid, v["mask"], v["w_hh"], dgi,
+                                 dgh)
         results.append((hs, gates, hid, dgi, dgh if variant == "torch" else dgi, dh0))
     for a, b in zip(*results, strict=True):
         close(b, a, dtype)
@@ -170,11 +171,11 @@ def test_loop_driver_with_compiled_steps_matches_twin(NB, variant, dtype):
         hs = np.zeros((T + 1, B, H), dtype)
         hs[0] = v["h0"]
         gates, hid = np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, H), dtype)
-        getattr(NK, f"{variant}_forward_loop")(K, v["gi"], v["w_hh"], v["b_hh"], v["mask"], hs,
-                                               gates, hid)
+        table = K.TABLES[CELL[variant]]  # NumPy's loop drivers with K's step kernels
+        table.forward_loop(v["gi"], v["w_hh"], v["b_hh"], v["mask"], hs, gates, hid)
         dgi, dgh = np.zeros_like(gates), np.zeros_like(hid)
-        dh0 = getattr(NK, f"{variant}_backward_loop")(K, v["dout"], v["dh_n"], gates, hid, hs,
-                                                      v["mask"], v["w_hh"], dgi, dgh)
+        dh0 = table.backward_loop(v["dout"], v["dh_n"], hs, gates, hid, v["mask"], v["w_hh"], dgi,
+                                  dgh)
         outs.append((hs, gates, dgi, dgh, dh0))
     for a, b in zip(*outs, strict=True):
         close(b, a, dtype)
@@ -205,18 +206,19 @@ def test_stream_step_matches_twin(NB, classic, dtype, bias):
     rng = np.random.default_rng(7)
     x, h = rand(rng, (2, 4), dtype), rand(rng, (3, 2, 6), dtype)
     _, _, _, _, offs, work, hbuf, wbuf = gru._stream_state(2, NK)
-    name = "classic_stream_step" if classic else "stream_step"
+    name = CELL["classic" if classic else "torch"]
     outs = []
     for K in (NK, NB):
         out = np.zeros_like(h)
-        assert getattr(K, name)(x, h, gru.flat_params, offs, out, work, hbuf, wbuf)
+        assert K.TABLES[name].stream_step(x, h, gru.flat_params, offs, out, work, hbuf, wbuf)
         outs.append(out)
     close(outs[1], outs[0], dtype)
     for K in (NK, NB):  # a non-finite input: False, and nothing written
         out = np.zeros_like(h)
         bad = x.copy()
         bad[1, 2] = np.inf
-        assert not getattr(K, name)(bad, h, gru.flat_params, offs, out, work, hbuf, wbuf)
+        assert not K.TABLES[name].stream_step(bad, h, gru.flat_params, offs, out, work, hbuf,
+                                              wbuf)
         assert not out.any()
 
 
@@ -273,7 +275,7 @@ def run_core(backend, variant, dtype, T, B, D, H, masked, bias, seed=0):
 @pytest.mark.parametrize("dtype,masked,bias", CASES)
 def test_functional_core_backends_agree(NB, variant, shape, dtype, masked, bias):
     T, B, D, H = shape
-    small = gru._use_seq_kernel(NB, B, H)
+    small = recurrence.use_seq_kernel(NB, B, 3, H)
     assert small == (shape[1] == 3)  # each case really takes the path it is named after
     previous = npgru.get_backend()
     try:
@@ -356,7 +358,7 @@ def test_mixed_dtypes_are_promoted_not_miscompiled(backend):
     args = good_args()
     args["x"] = args["x"].astype(np.float32)
     out, h_n, cache = gru.gru_forward(**args)  # float32 x, float64 weights: computes in float64
-    assert out.dtype == np.float64 and cache.gates.dtype == np.float64
+    assert out.dtype == np.float64 and cache.arrays["gates"].dtype == np.float64
 
 
 # ---------------------------------------------------------------------------------------
@@ -384,12 +386,13 @@ def test_environment_variable_selects_the_backend():
 
 def test_numba_twins_cover_every_kernel(NB):
     names = [n for n in dir(NK) if n.endswith(("_step_forward", "_step_backward", "_step_gates",
-                                               "_backward_reset", "_seq_forward",
-                                               "_seq_backward", "_cell", "stream_step",
-                                               "all_finite"))]
-    assert len(names) == 15
+                                               "_backward_reset", "_cell"))]
+    assert len(names) == 11  # 8 step kernels, 3 streaming cells
     for n in names:
         assert callable(getattr(NB, n)), n
+    assert set(NB.TABLES) == set(NK.TABLES) == {"gru", "gru_classic", "lstm"}
+    for name, table in NB.TABLES.items():
+        assert all(map(callable, table)) and all(map(callable, NK.TABLES[name])), name
 
 
 # ---------------------------------------------------------------------------------------
