@@ -10,6 +10,7 @@ from .gradcheck import gradcheck, gradcheck_gru, numeric_gradient, rel_error
 from .gru import GRU, gru_backward, gru_forward
 from .io import from_torch_state_dict, load, save, to_torch_state_dict
 from .layers import Dropout, Embedding, Linear
+from .lstm import LSTM
 from .models import CharLM, SequenceClassifier, SequenceRegressor
 from .module import Module
 from .onnx_export import export_onnx
@@ -26,6 +27,7 @@ __all__ = [
     "Dropout",
     "Embedding",
     "GRU",
+    "LSTM",
     "Linear",
     "Module",
     "SGD",
