@@ -50,7 +50,7 @@ def _flag(dest: str) -> str:
 
 def check_args(args) -> None:
     """Refuse flags no run can use, naming the flag and the valid range (exit status 2)."""
-    from ._checks import InputValueError, check_int_range, check_nbytes, check_real_range
+    from ._checks import check_int_range, check_nbytes, check_real_range
 
     for dest, low in INT_FLAGS.items():
         if getattr(args, dest, None) is not None:
@@ -60,8 +60,6 @@ def check_args(args) -> None:
         if value is not None:
             check_real_range(_flag(dest), value, low, high, include_low=include_low,
                              include_high=include_high)
-            if value == float("inf"):
-                raise InputValueError(f"{_flag(dest)} must be finite, got {value}")
     if getattr(args, "hidden_size", None) is not None:
         H, L, D = args.hidden_size, args.num_layers, getattr(args, "embed_dim", 8)
         params = L * 3 * H * (max(D, H) + H + 2) + 256 * H  # GRU layers and a head

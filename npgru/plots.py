@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from ._atomic import write_atomic
+
 # (record key, label, line style) for each panel; a series is drawn if any record has it.
 PANELS = {
     "loss": (("train_loss", "train", "-"), ("test_loss", "test", "--")),
@@ -84,4 +86,5 @@ def plot_curves(records: Sequence[dict], path: str | os.PathLike, x: str = "roun
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    # atomically: a run killed while plotting leaves the previous curves.png, never a 0-byte one
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
