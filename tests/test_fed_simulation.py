@@ -28,7 +28,7 @@ def comparable(history):
     """History records without what is measured rather than computed (times)."""
     out = []
     for r in history:
-        r = {k: v for k, v in r.items() if k != "wall_time"}
+        r = {k: v for k, v in r.items() if k not in ("wall_time", "eval_s")}
         out.append(r)
     return out
 

@@ -49,8 +49,9 @@ class History:
     why), ``sampled``, ``ok``, ``dropped`` (client id → reason), ``partial`` (straggler id →
     fraction of its work kept), ``num_sampled``, ``num_ok``, ``train_loss``, ``bytes_up``,
     ``bytes_down`` (as transferred here: float64 deltas, the model's dtype down) and
-    ``wall_time``; rounds that evaluate add ``test_loss`` (and ``test_accuracy``) and the
-    federated ``fed_*`` metrics (see :func:`federated_summary`).
+    ``wall_time`` (seconds of the round's training and aggregation); rounds that evaluate add
+    ``test_loss`` (and ``test_accuracy``), the federated ``fed_*`` metrics (see
+    :func:`federated_summary`) and ``eval_s`` (seconds the evaluation took).
     """
 
     def __init__(self, records: Sequence[dict] = ()):
@@ -528,6 +529,7 @@ class Simulation:
         return x, y, lengths
 
     def _evaluate(self, executor: Executor, clients: list[ClientData], test_set) -> dict:
+        start = time.perf_counter()
         out = {}
         if test_set is not None:
             metrics = self.model_.evaluate(*test_set)
@@ -541,6 +543,7 @@ class Simulation:
                 out.update(federated_summary(results))
             if errors:
                 out["fed_errors"] = errors
+        out["eval_s"] = time.perf_counter() - start  # not in wall_time: the round's own cost
         return out
 
 
