@@ -109,8 +109,8 @@ def child_speedup(repeats: int) -> dict:
     x = (rng.normal(size=(n, T, D)) + 0.3 * y[:, None, None]).astype(np.float32)
     data = fed.make_clients(x, y, fed.iid_partition(n, 16, seed=0), test_fraction=0.0)
     model = npgru.SequenceClassifier(D, H, C, seed=0)
-    settings = dict(rounds=4, clients_per_round=16, lr=0.1, batch_size=32, eval_every=0,
-                    seed=0, workers=2)
+    settings = dict(rounds=4, clients_per_round=16, eval_every=0, seed=0, workers=2,
+                    training=fed.LocalTraining(lr=0.1, batch_size=32))
     # Warm-up in this process before any fork: compiled kernels are inherited by the workers.
     fed.Simulation(model, data, rounds=1, clients_per_round=1, eval_every=0).run()
     times: dict[str, list[float]] = {"serial": [], "process": []}

@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_robust.py             # 30 rounds per cell (≈3 min on 2 cores)
     .venv/bin/python benchmarks/bench_robust.py --rounds 10  # a quicker, noisier table
 
-Every cell is one seeded ``npgru.fed`` run built by :func:`npgru.fed.extensions.from_options`, exactly
-what ``npgru federate --attack A --aggregator D`` does: the 30 roles with the most text (≥10,000
+Every cell is one seeded ``npgru.fed`` run with the stack ``npgru federate --attack A --aggregator D``
+builds (``RobustAggregate(WithHooks(FedAvg(), attack hooks), D)``, labels flipped in the data for
+``labelflip``): the 30 roles with the most text (≥10,000
 characters), 20-character windows, ``CharLM(vocab, 8, 32)``, FedAvg with 10 clients per round,
 10 local SGD steps (batch 16, lr 1.0, gradient clip 5). 20% of the clients are attackers (chosen
 once by the seed); a round of 10 holds 2 of them on average, which every defence here is configured
@@ -29,16 +30,19 @@ DEFENCES = ["mean", "median", "trimmed:0.2", "krum:2", "normclip:1.0"]
 def run_cell(attack: str, defence: str, rounds: int, seed: int) -> dict:
     from npgru import fed
     from npgru.datasets import shakespeare
-    from npgru.fed.extensions import from_options
     from npgru.models import CharLM
 
     data = shakespeare.load(min_chars=10_000, max_clients=30, seq_len=20)
-    strategy, data = from_options(fed.FedAvg(), data, 10, aggregator=defence,
-                                  attack=None if attack == "none" else attack, seed=seed)
+    strategy = fed.FedAvg()
+    if attack != "none":
+        data, hooks, _ = fed.apply_attack(attack, data, seed)
+        strategy = fed.WithHooks(strategy, hooks) if hooks else strategy
+    if defence != "mean":
+        strategy = fed.RobustAggregate(strategy, defence)
     model = CharLM(len(data.meta["vocab"]), 8, 32, seed=seed)
-    sim = fed.Simulation(model, data, strategy, rounds=rounds, clients_per_round=10,
-                         min_clients=strategy.min_clients, lr=1.0, batch_size=16, local_steps=10,
-                         clip_norm=5.0, eval_every=rounds, federated_eval=False, seed=seed)
+    training = fed.LocalTraining(lr=1.0, batch_size=16, steps=10, clip_norm=5.0)
+    sim = fed.Simulation(model, data, strategy, training=training, rounds=rounds,
+                         clients_per_round=10, eval_every=rounds, federated_eval=False, seed=seed)
     start = time.perf_counter()
     history = sim.run()
     rejected = [len(r.get("rejected", [])) for r in history]

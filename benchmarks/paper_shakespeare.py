@@ -45,8 +45,9 @@ def paper(args) -> None:
                                                                      len(x_test)), replace=False)
     sim = fed.Simulation(
         model, data, fed.FedAvg(), rounds=args.rounds, clients_per_round=0.1,
-        local_epochs=args.local_epochs, batch_size=10, optimizer="sgd", lr=args.lr,
-        clip_norm=5.0, eval_every=1, federated_eval=False,
+        training=fed.LocalTraining(epochs=args.local_epochs, batch_size=10, optimizer="sgd",
+                                   lr=args.lr, clip_norm=5.0),
+        eval_every=1, federated_eval=False,
         test_data=(x_test[pick], y_test[pick]), executor=args.executor, seed=args.seed,
     )
     start = time.perf_counter()
@@ -119,7 +120,8 @@ def compare(args) -> None:
         model = npgru.CharLM(len(shakespeare.VOCAB), 8, 64, seed=args.seed)
         start = time.perf_counter()
         sim = fed.Simulation(model, data, strategy, rounds=args.rounds, clients_per_round=10,
-                             local_epochs=1, batch_size=10, lr=1.0, clip_norm=5.0,
+                             training=fed.LocalTraining(epochs=1, batch_size=10, lr=1.0,
+                                                        clip_norm=5.0),
                              federated_eval=False, seed=args.seed)
         history = sim.run()
         curves[name] = history.series("test_accuracy")

@@ -6,7 +6,7 @@ Typical use::
 
     data = fed.make_clients(x, y, fed.dirichlet_partition(y, 100, alpha=0.5))
     sim = fed.Simulation(model, data, fed.FedAdam(server_lr=1e-2), rounds=50,
-                         clients_per_round=0.1, local_epochs=1, lr=0.1,
+                         clients_per_round=0.1, training=fed.LocalTraining(epochs=1, lr=0.1),
                          executor="process", checkpoint_dir="runs/a", seed=0)
     history = sim.run(resume=True)
     sim.model_            # the global model

@@ -311,8 +311,9 @@ class FlowerServer:
     round_timeout : float, optional
         Seconds to wait for a round's replies (``None``: every reply).
     **settings
-        :class:`~npgru.fed.Simulation` settings: ``rounds``, ``clients_per_round``, ``lr``,
-        ``batch_size``, ``local_epochs``, ``seed``, ``test_data``, ``checkpoint_dir``, …
+        :class:`~npgru.fed.Simulation` settings: ``rounds``, ``clients_per_round``,
+        ``training`` (a :class:`~npgru.fed.LocalTraining`), ``seed``, ``test_data``,
+        ``checkpoint_dir``, …
         (not ``executor``, ``workers`` or ``local_update``: the devices run the update).
 
     Attributes
