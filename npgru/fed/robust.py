@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -287,7 +288,7 @@ AGGREGATORS.register("krum", _with(Krum, "num_byzantine", int))
 AGGREGATORS.register("normclip", _with(NormBound, "max_norm", float))
 
 
-def make_aggregator(spec: str) -> Callable[..., object]:
+def make_aggregator(spec: str) -> Callable[..., Any]:
     """An aggregator factory ``f(size, weighted)`` from its name in :data:`AGGREGATORS`.
 
     ``mean``, ``median``, ``trimmed:FRACTION``, ``krum:F`` (Krum assuming ``F`` attackers) or

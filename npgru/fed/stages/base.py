@@ -11,11 +11,14 @@ per-round figures, its ``min_clients`` and its part of :meth:`describe`.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TypeVar
 
 import numpy as np
 
 from ..._checks import InputTypeError, InputValueError
 from ..strategies import FitConfig, RoundAggregate, Strategy
+
+S = TypeVar("S", bound=Strategy)
 
 
 class Stage(Strategy):
@@ -66,7 +69,7 @@ class Stage(Strategy):
         yield self
         yield from self.strategy.layers()
 
-    def find(self, cls: type) -> Strategy | None:
+    def find(self, cls: type[S]) -> S | None:
         """The first strategy of type ``cls`` inside this stage, or None."""
         return next((s for s in self.strategy.layers() if isinstance(s, cls)), None)
 

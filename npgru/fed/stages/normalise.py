@@ -46,7 +46,7 @@ class _Normaliser:
         w = float(res.num_examples) if self.agg.weighted else 1.0
         self.tau_sum += w * norm
         self.weight_sum += w
-        return dataclasses.replace(res, delta=res.delta / norm)
+        return dataclasses.replace(res, delta=np.asarray(res.delta) / norm)
 
     @property
     def tau_eff(self) -> float:

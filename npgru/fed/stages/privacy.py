@@ -77,8 +77,8 @@ class DifferentialPrivacy:
 
     def update_noise_multiplier(self) -> float:
         """The updates' noise multiplier: ``z``, less the clip estimate's share if adaptive."""
-        if self.target_quantile is None or self.noise_multiplier == 0:
-            return self.noise_multiplier
+        if self.target_quantile is None or self.noise_multiplier == 0 or self.count_stddev is None:
+            return self.noise_multiplier  # (count_stddev is set whenever both are: __post_init__)
         return update_noise_multiplier(self.noise_multiplier, self.count_stddev)
 
 
@@ -203,7 +203,7 @@ class DPAggregate(Stage):
         epsilon = self._accountant.epsilon(self.dp.delta)
         metrics["epsilon"] = epsilon if math.isfinite(epsilon) else None  # z = 0: no privacy
         if self._adaptive is not None:
-            self._adaptive.update(mean.norms, mean.rng)
+            self._adaptive.update(np.asarray(mean.norms), mean.rng)
         self._metrics = metrics
 
     def own_state(self) -> dict[str, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,7 @@ class RobustAggregate(Stage):
     prefix = "robust"
 
     def __init__(self, strategy: Strategy, rule: str | Callable) -> None:
+        factory: Callable[..., Any]
         if isinstance(rule, str):
             factory = make_aggregator(rule)
         elif callable(rule):

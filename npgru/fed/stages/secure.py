@@ -127,7 +127,10 @@ class SecureAggregate(Stage):
     def clip(self) -> float:
         """The L2 bound clients clip to: DP's clip, or ``settings.clip``."""
         dp = self.find(DPAggregate)
-        return self.settings.clip if dp is None else dp.clip
+        if dp is not None:
+            return dp.clip
+        assert self.settings.clip is not None  # __init__ refused a stack without a clip bound
+        return self.settings.clip
 
     def client_hooks(self, server_round: int) -> tuple:
         return (ClipDelta(self.clip),)
