@@ -1,14 +1,30 @@
-"""McMahan et al. (2017) on shipped Shakespeare: rounds to accuracy, and a strategy comparison.
+"""McMahan et al. (2017) on shipped Shakespeare: rounds and minutes to 54%, and a strategy comparison.
 
-    python benchmarks/paper_shakespeare.py paper --local-epochs 5 --max-minutes 20
+    python benchmarks/paper_shakespeare.py paper --out runs/paper
+    python benchmarks/paper_shakespeare.py paper --rounds 2 --out /tmp/check   # two minutes
     python benchmarks/paper_shakespeare.py compare
 
 ``paper``: the paper's configuration with a GRU in place of the LSTM — natural role split (one
-client per play and role), C = 10% of clients per round, E local epochs, B = 10, an 8-dim
-character embedding into a 2-layer GRU of 256, 80-character windows, client SGD with η = 1.47.
-The paper's target is 54% test accuracy (FedAvg E=5, B=10 reached it in 41 rounds, non-IID). It
-runs until the target, ``--rounds`` or ``--max-minutes``, whichever comes first, and writes
-accuracy per round and rounds-to-accuracy to ``benchmarks/results/paper_<E>.json|md``.
+client per play and role, LEAF-style), C = 0.1 of the clients per round, E = 5 local epochs,
+B = 10, an 8-dim character embedding into a 2-layer GRU of 256 and a linear head,
+80-character windows, client SGD with η = 1.47 (gradients clipped to norm 5), FedAvg weighted
+by examples, seed 0. Every flag's default is the paper's setting; the others (E, an η
+schedule, FedAvgM/FedAdam/FedYogi with a server rate, the executor) make a search a matter of
+command lines. It runs until ``--target`` (0.54), ``--rounds`` or ``--max-minutes``.
+
+After every round it rewrites ``OUT/paper.json`` (and ``paper.md``, ``paper.png``) atomically,
+so a run can be watched and killed without losing its record::
+
+    {"command": "<this command line>", "seed": 0, "config": {…}, "positions": {…},
+     "rounds": [{"round": 1, "test_accuracy": …, "test_accuracy_last": …, "test_loss": …,
+                 "train_loss": …, "round_s": …, "eval_s": …, "elapsed_s": …}, …],
+     "reached_round": …, "reached_minutes": …, "reached_round_last": …, …}
+
+Accuracy is measured on a fixed, seeded sample of ``--test-windows`` (2,000) pooled test
+windows, all in one batched forward pass: ``test_accuracy`` counts all 80 positions of each
+window (every next character, the accuracy ``npgru federate`` reports), ``test_accuracy_last``
+only the last position (LEAF's: one prediction per 80-character window). ``--check FILE``
+compares this run's rounds with a published ``paper.json`` (exit status 1 if they differ).
 
 ``compare``: FedAvg, FedProx and FedAdam at a smaller scale (the 30 roles with most text, 10 per
 round, GRU 1×64), same seed; writes ``benchmarks/results/strategies.json|md|png``.
@@ -17,95 +33,325 @@ round, GRU 1×64), same seed; writes ``benchmarks/results/strategies.json|md|png
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import platform
+import shlex
+import sys
 import time
+from collections.abc import Iterable
 
 import numpy as np
 
 import npgru
 from npgru import fed
+from npgru._atomic import write_atomic
 from npgru.datasets import shakespeare
-from npgru.plots import plot_curves
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = 0.54
+POSITIONS = {
+    "test_accuracy": "all 80 positions of each test window (every next character; as npgru "
+                     "federate and McMahan et al.)",
+    "test_accuracy_last": "the last position of each test window only (LEAF: one next "
+                          "character per 80-character window)",
+}
 
 
-class _Deadline(Exception):
-    pass
+# -- what the npgru run and the PyTorch twin share ---------------------------------------------
+def add_paper_arguments(p: argparse.ArgumentParser, out_default: str) -> None:
+    """The flags of the paper configuration; every default is the paper's setting."""
+    g = p.add_argument_group("stopping")
+    g.add_argument("--rounds", type=int, default=200, help="at most this many rounds")
+    g.add_argument("--max-minutes", type=float, default=45.0,
+                   help="stop after the first round that ends past this many minutes")
+    g.add_argument("--target", type=float, default=TARGET,
+                   help="stop at the first round whose test_accuracy (all positions) reaches it")
+    g = p.add_argument_group("data and model (smaller values only for quick checks)")
+    g.add_argument("--min-chars", type=int, default=0,
+                   help="0 keeps every role with at least one train and one test window")
+    g.add_argument("--max-clients", type=int, default=None, help="keep the roles with most text")
+    g.add_argument("--seq-len", type=int, default=80, help="characters per window")
+    g.add_argument("--hidden-size", type=int, default=256)
+    g.add_argument("--num-layers", type=int, default=2)
+    g.add_argument("--test-windows", type=int, default=2000,
+                   help="size of the fixed, seeded sample of pooled test windows")
+    g.add_argument("--eval-batch", type=int, default=2000,
+                   help="windows per forward pass in evaluation (default: the whole sample)")
+    g = p.add_argument_group("federated training")
+    g.add_argument("--clients-per-round", type=float, default=0.1,
+                   help="C: a fraction of all clients, or a count if >= 1")
+    g.add_argument("--local-epochs", type=int, default=5, help="E")
+    g.add_argument("--batch-size", type=int, default=10, help="B")
+    g.add_argument("--lr", type=float, default=1.47, help="client SGD learning rate η")
+    g.add_argument("--lr-decay", type=float, default=1.0,
+                   help="η schedule: round t uses η·DECAY^⌊(t−1)/EVERY⌋ (1 keeps η fixed)")
+    g.add_argument("--lr-decay-every", type=int, default=1, help="rounds between two decays")
+    g.add_argument("--clip-norm", type=float, default=5.0, help="client gradient-norm clip")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", default=out_default, help="directory for paper.json, .md and .png")
+
+
+def clients_per_round(args) -> int | float:
+    return int(args.clients_per_round) if args.clients_per_round >= 1 else args.clients_per_round
+
+
+def client_lr(args, server_round: int) -> float:
+    """η of ``server_round`` under the ``--lr-decay`` schedule."""
+    return args.lr * args.lr_decay ** ((server_round - 1) // args.lr_decay_every)
+
+
+def load_setup(args) -> tuple[fed.FederatedData, npgru.CharLM, np.ndarray, np.ndarray]:
+    """The clients, the initial model and the fixed test sample ``(x, y)`` of a run."""
+    data = shakespeare.load(min_chars=args.min_chars, max_clients=args.max_clients,
+                            seq_len=args.seq_len)
+    model = npgru.CharLM(len(shakespeare.VOCAB), 8, args.hidden_size,
+                         num_layers=args.num_layers, seed=args.seed)
+    x_test, y_test = data.pooled("test")
+    pick = np.sort(np.random.default_rng(args.seed).choice(
+        len(x_test), min(args.test_windows, len(x_test)), replace=False))
+    return data, model, x_test[pick], y_test[pick]
+
+
+def position_metrics(batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Loss and accuracy over all positions and at the last position, from ``(logits, y)``.
+
+    ``logits`` ``(B, T, V)`` and next-character ids ``y`` ``(B, T)`` of each batch; every
+    window is full length (the Shakespeare windows are), so each position weighs the same.
+    """
+    nll = hits = hits_last = positions = windows = 0.0
+    for logits, y in batches:
+        z = logits.astype(np.float64)
+        z -= z.max(axis=-1, keepdims=True)
+        log_norm = np.log(np.exp(z).sum(axis=-1))
+        nll += float((log_norm - np.take_along_axis(z, y[..., None], -1)[..., 0]).sum())
+        hit = np.argmax(logits, axis=-1) == y
+        hits += float(hit.sum())
+        hits_last += float(hit[:, -1].sum())
+        positions += y.size
+        windows += len(y)
+    return {"test_loss": nll / positions, "test_accuracy": hits / positions,
+            "test_accuracy_last": hits_last / windows}
+
+
+class Record:
+    """The ``paper.json`` of a run (and its ``.md`` and ``.png``), rewritten after each round."""
+
+    def __init__(self, out: str, script: str, args, config: dict, title: str):
+        os.makedirs(out, exist_ok=True)
+        self.out, self.title, self.target = out, title, args.target
+        self.data = {
+            "command": "python " + shlex.join([script, *args.argv]),
+            "seed": args.seed,
+            "config": config,
+            "positions": POSITIONS,
+            "target": args.target,
+            "rounds": [],
+            "reached_round": None, "reached_minutes": None,
+            "reached_round_last": None, "reached_minutes_last": None,
+        }
+
+    def add(self, row: dict) -> bool:
+        """Append a round's row, write the files; return whether the target is reached."""
+        d = self.data
+        d["rounds"].append(row)
+        for key, suffix in (("test_accuracy", ""), ("test_accuracy_last", "_last")):
+            if d[f"reached_round{suffix}"] is None and row[key] >= self.target:
+                d[f"reached_round{suffix}"] = row["round"]
+                d[f"reached_minutes{suffix}"] = row["elapsed_s"] / 60
+        d["best_test_accuracy"] = max(r["test_accuracy"] for r in d["rounds"])
+        d["best_test_accuracy_last"] = max(r["test_accuracy_last"] for r in d["rounds"])
+        self.write()
+        return d["reached_round"] is not None
+
+    def write(self) -> None:
+        text = json.dumps(self.data, indent=1)
+        write_atomic(os.path.join(self.out, "paper.json"), lambda f: f.write(text.encode()))
+        md = self.markdown()
+        write_atomic(os.path.join(self.out, "paper.md"), lambda f: f.write(md.encode()))
+        try:
+            from npgru.report import Run, plot_runs
+        except ImportError:
+            return
+        rows = self.data["rounds"]
+        rounds, minutes = [r["round"] for r in rows], [r["elapsed_s"] / 60 for r in rows]
+        runs = [Run("all 80 positions", rounds, minutes, [r["test_accuracy"] for r in rows]),
+                Run("last position (LEAF)", rounds, minutes,
+                    [r["test_accuracy_last"] for r in rows])]
+        try:
+            plot_runs(runs, os.path.join(self.out, "paper.png"), target=self.target,
+                      title=self.title)
+        except ImportError:  # no matplotlib: the JSON and the table are the record
+            pass
+
+    def markdown(self) -> str:
+        d, c = self.data, self.data["config"]
+
+        def reached(suffix: str) -> str:
+            r = d[f"reached_round{suffix}"]
+            return (f"round {r}, {d[f'reached_minutes{suffix}']:.1f} min" if r is not None
+                    else "not reached")
+
+        last = d["rounds"][-1] if d["rounds"] else {"round": 0, "elapsed_s": 0.0}
+        lines = [f"# {self.title}", "", f"`{d['command']}`", "",
+                 ", ".join(f"{k} {v}" for k, v in c.items()), "",
+                 f"Accuracy on {c['test_windows']:,} fixed test windows: *all* = "
+                 f"{POSITIONS['test_accuracy']}; *last* = {POSITIONS['test_accuracy_last']}.", "",
+                 f"- rounds run: {last['round']} in {last['elapsed_s'] / 60:.1f} min",
+                 f"- {self.target:.0%} (all positions): {reached('')}",
+                 f"- {self.target:.0%} (last position): {reached('_last')}", "",
+                 "| round | accuracy, all | accuracy, last | test loss | train loss | round s "
+                 "| eval s | minutes |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['round']} | {r['test_accuracy']:.4f} | {r['test_accuracy_last']:.4f} | "
+                  f"{r['test_loss']:.4f} | {r['train_loss']:.4f} | {r['round_s']:.1f} | "
+                  f"{r['eval_s']:.1f} | {r['elapsed_s'] / 60:.1f} |" for r in d["rounds"]]
+        return "\n".join(lines) + "\n"
+
+
+def cpu_name() -> str:
+    """The processor's model name (results differ across CPUs in their last bits and times)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def stop_reason(args, record: Record, server_round: int, elapsed: float) -> str | None:
+    """Why the run stops after ``server_round`` (target, rounds, time), or None."""
+    if record.data["reached_round"] is not None:
+        return f"reached {args.target} at round {record.data['reached_round']}"
+    if server_round >= args.rounds:
+        return f"ran --rounds {args.rounds}"
+    if elapsed > 60 * args.max_minutes:
+        return f"past --max-minutes {args.max_minutes}"
+    return None
+
+
+def print_row(row: dict) -> None:
+    print(f"round {row['round']:>3} | train loss {row['train_loss']:.4f} | test acc "
+          f"{row['test_accuracy']:.4f} (last {row['test_accuracy_last']:.4f}) | round "
+          f"{row['round_s']:.1f}s, eval {row['eval_s']:.1f}s | {row['elapsed_s'] / 60:.1f} min",
+          flush=True)
+
+
+def check_against(path: str, record: Record, tol: float = 1e-4) -> bool:
+    """Compare this run's accuracies with a published ``paper.json``'s, round by round."""
+    with open(path) as f:
+        published = {r["round"]: r for r in json.load(f)["rounds"]}
+    ok = True
+    for row in record.data["rounds"]:
+        ref = published.get(row["round"])
+        if ref is None:
+            print(f"check: round {row['round']} is not in {path}")
+            return False
+        for key in ("test_accuracy", "test_accuracy_last"):
+            if key in ref:
+                same = abs(row[key] - ref[key]) <= tol
+                ok &= same
+                print(f"check: round {row['round']} {key} {row[key]:.4f} vs published "
+                      f"{ref[key]:.4f}: {'same' if same else 'DIFFERENT'}")
+    return ok
+
+
+def _finish(args, record: Record) -> None:
+    print(record.markdown())
+    print(f"record: {os.path.join(args.out, 'paper.json')}")
+    if args.check and not check_against(args.check, record):
+        sys.exit(1)
+
+
+# -- the npgru run -----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ScheduledLR:
+    """A local update whose client η follows the ``--lr-decay`` schedule (picklable)."""
+
+    lr: float
+    decay: float
+    every: int
+
+    def __call__(self, model, data, ins, training):
+        lr = self.lr * self.decay ** ((ins.server_round - 1) // self.every)
+        return fed.local_update(model, data, ins, dataclasses.replace(training, lr=lr))
 
 
 def paper(args) -> None:
-    data = shakespeare.load(min_chars=args.min_chars, seq_len=80)
-    model = npgru.CharLM(len(shakespeare.VOCAB), 8, 256, num_layers=2, seed=args.seed)
-    # a fixed, seeded sample of the pooled test windows keeps each evaluation affordable
-    x_test, y_test = data.pooled("test")
-    pick = np.random.default_rng(args.seed).choice(len(x_test), min(args.test_windows,
-                                                                     len(x_test)), replace=False)
-    sim = fed.Simulation(
-        model, data, fed.FedAvg(), rounds=args.rounds, clients_per_round=0.1,
-        training=fed.LocalTraining(epochs=args.local_epochs, batch_size=10, optimizer="sgd",
-                                   lr=args.lr, clip_norm=5.0),
-        eval_every=1, federated_eval=False,
-        test_data=(x_test[pick], y_test[pick]), executor=args.executor, seed=args.seed,
-    )
-    start = time.perf_counter()
-    reached = None
+    from npgru.cli import make_strategy
 
-    def on_round(record: dict) -> None:
-        nonlocal reached
-        acc = record.get("test_accuracy")
-        print(f"round {record['round']:>3} | train loss {record['train_loss']:.4f} | "
-              f"test acc {acc:.4f} | {time.perf_counter() - start:.0f}s", flush=True)
-        if reached is None and acc is not None and acc >= TARGET:
-            reached = record["round"]
-        if reached is not None or time.perf_counter() - start > 60 * args.max_minutes:
-            raise _Deadline
+    t0 = time.perf_counter()
+    data, model, x_test, y_test = load_setup(args)
+    strategy = make_strategy(args)
+    training = fed.LocalTraining(optimizer="sgd", lr=args.lr, batch_size=args.batch_size,
+                                 epochs=args.local_epochs, clip_norm=args.clip_norm)
+    scheduled = args.lr_decay != 1.0
+    sim = fed.Simulation(
+        model, data, strategy, training=training, rounds=args.rounds,
+        clients_per_round=clients_per_round(args), eval_every=0, executor=args.executor,
+        workers=args.workers, seed=args.seed,
+        local_update=ScheduledLR(args.lr, args.lr_decay, args.lr_decay_every) if scheduled
+        else None,
+    )
+    config = {
+        "clients": len(data.clients), "clients_per_round": clients_per_round(args),
+        "local_epochs": args.local_epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "lr_decay": args.lr_decay, "lr_decay_every": args.lr_decay_every,
+        "clip_norm": args.clip_norm, "strategy": strategy.describe(),
+        "model": f"CharLM({len(shakespeare.VOCAB)}, embed 8, GRU {args.num_layers}x"
+                 f"{args.hidden_size})", "params": model.num_params,
+        "seq_len": args.seq_len, "test_windows": len(x_test), "eval_batch": args.eval_batch,
+        "implementation": f"npgru {npgru.__version__}", "backend": npgru.get_backend(),
+        "executor": args.executor,
+        "workers": None if args.executor == "serial" else args.workers or os.cpu_count(),
+        "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+        "setup_s": round(time.perf_counter() - t0, 2),
+    }
+    name = type(strategy).__name__
+    record = Record(args.out, os.path.relpath(os.path.abspath(__file__), REPO), args, config,
+                    f"npgru {name}, E={args.local_epochs}, B={args.batch_size}, "
+                    f"C={clients_per_round(args)}, η={args.lr} on Shakespeare roles")
+    print(f"{len(data.clients)} clients, {model.num_params:,} parameters, {name}, "
+          f"executor {args.executor}; writing {record.out}/paper.json after every round",
+          flush=True)
+    start = time.perf_counter()
+
+    class Stop(Exception):
+        pass
+
+    def on_round(r: dict) -> None:
+        t = time.perf_counter()
+        metrics = evaluate_npgru(sim.model_, x_test, y_test, args.eval_batch)
+        eval_s = time.perf_counter() - t
+        row = {"round": r["round"], **metrics, "train_loss": r["train_loss"],
+               "lr": client_lr(args, r["round"]), "round_s": r["wall_time"], "eval_s": eval_s,
+               "elapsed_s": time.perf_counter() - start}
+        record.add(row)
+        print_row(row)
+        why = stop_reason(args, record, r["round"], row["elapsed_s"])
+        if why is not None:
+            print(f"stop: {why}", flush=True)
+            raise Stop
 
     try:
         sim.run(callback=on_round)
-    except _Deadline:
+    except Stop:
         pass
-    records = sim.history_.records
-    result = {
-        "config": {"clients": len(data.clients), "clients_per_round": 0.1,
-                   "local_epochs": args.local_epochs, "batch_size": 10, "lr": args.lr,
-                   "model": "CharLM(80, embed 8, GRU 2x256)", "params": model.num_params,
-                   "backend": npgru.get_backend(), "executor": args.executor,
-                   "test_windows": int(len(pick))},
-        "rounds_run": len(records),
-        "wall_time_s": time.perf_counter() - start,
-        "rounds_to_54pct": reached,
-        "best_test_accuracy": max(r["test_accuracy"] for r in records),
-        "accuracy_per_round": [r["test_accuracy"] for r in records],
-        "train_loss_per_round": [r["train_loss"] for r in records],
-    }
-    name = f"paper_E{args.local_epochs}"
-    _write(name, result, _paper_md(result))
-    plot_curves(records, os.path.join(RESULTS, f"{name}.png"),
-                title=f"FedAvg E={args.local_epochs}, B=10, C=0.1 on Shakespeare roles")
+    _finish(args, record)
 
 
-def _paper_md(r: dict) -> str:
-    c = r["config"]
-    lines = [
-        f"# McMahan et al. 2017 configuration, GRU, E={c['local_epochs']}",
-        "",
-        f"{c['clients']} role clients, C = 0.1, B = 10, η = {c['lr']}, {c['model']} "
-        f"({c['params']:,} parameters), backend {c['backend']}, executor {c['executor']}; test "
-        f"accuracy on a fixed sample of {c['test_windows']:,} pooled test windows.",
-        "",
-        f"- rounds run: {r['rounds_run']} in {r['wall_time_s'] / 60:.1f} min",
-        f"- best test accuracy: {r['best_test_accuracy']:.4f} (paper's target 0.54)",
-        f"- rounds to 54%: {r['rounds_to_54pct'] or 'not reached in this run'}",
-        "",
-        "| round | test accuracy | train loss |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {i} | {a:.4f} | {loss:.4f} |" for i, (a, loss) in
-              enumerate(zip(r["accuracy_per_round"], r["train_loss_per_round"], strict=True), 1)]
-    return "\n".join(lines) + "\n"
+def evaluate_npgru(model, x: np.ndarray, y: np.ndarray, batch: int) -> dict:
+    """:func:`position_metrics` of an npgru CharLM in evaluation mode (no caches kept)."""
+    model.eval()
+
+    def batches():
+        for s in range(0, len(x), batch):
+            yield model.forward(x[s:s + batch]), y[s:s + batch]
+
+    return position_metrics(batches())
 
 
 def compare(args) -> None:
@@ -120,8 +366,7 @@ def compare(args) -> None:
         model = npgru.CharLM(len(shakespeare.VOCAB), 8, 64, seed=args.seed)
         start = time.perf_counter()
         sim = fed.Simulation(model, data, strategy, rounds=args.rounds, clients_per_round=10,
-                             training=fed.LocalTraining(epochs=1, batch_size=10, lr=1.0,
-                                                        clip_norm=5.0),
+                             local_epochs=1, batch_size=10, lr=1.0, clip_norm=5.0,
                              federated_eval=False, seed=args.seed)
         history = sim.run()
         curves[name] = history.series("test_accuracy")
@@ -161,25 +406,32 @@ def _write(name: str, result: dict, md: str) -> None:
     print(md)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
-    q = sub.add_parser("paper", help="the paper's configuration, as far as time allows")
-    q.add_argument("--local-epochs", type=int, choices=[1, 5], default=1)
-    q.add_argument("--rounds", type=int, default=200)
-    q.add_argument("--max-minutes", type=float, default=20.0)
-    q.add_argument("--lr", type=float, default=1.47)
-    q.add_argument("--min-chars", type=int, default=0,
-                   help="0 keeps every role with at least one train and one test window")
-    q.add_argument("--test-windows", type=int, default=2000)
-    q.add_argument("--executor", choices=["serial", "process"], default="serial")
-    q.add_argument("--seed", type=int, default=0)
+    q = sub.add_parser("paper", help="the paper's configuration, until 54%, --rounds or time")
+    add_paper_arguments(q, "runs/paper")
+    g = q.add_argument_group("server strategy (FedAvg is the paper's)")
+    g.add_argument("--strategy", choices=list(fed.STRATEGIES), default="fedavg")
+    g.add_argument("--server-lr", type=float, default=None,
+                   help="server rate η_s (default: the strategy's: 1 for FedAvg/FedAvgM, 1e-2 "
+                        "for FedAdam/FedYogi/FedAdagrad)")
+    g.add_argument("--server-momentum", type=float, default=0.9, help="fedavgm: momentum")
+    g.add_argument("--tau", type=float, default=1e-3, help="fedadam/fedyogi: adaptivity τ")
+    g.add_argument("--mu", type=float, default=0.01, help="fedprox: proximal μ")
+    g = q.add_argument_group("where it runs (results are bit-identical)")
+    g.add_argument("--executor", choices=["serial", "process"], default="process")
+    g.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    q.add_argument("--check", metavar="PAPER_JSON", default=None,
+                   help="compare each round with this published paper.json (exit status 1 "
+                        "if an accuracy differs by more than 1e-4)")
     q.set_defaults(func=paper)
     q = sub.add_parser("compare", help="FedAvg vs FedProx vs FedAdam at a small scale")
     q.add_argument("--rounds", type=int, default=15)
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=compare)
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, as recorded
     args.func(args)
 
 
