@@ -29,18 +29,22 @@ def clients(kinds):
             for k, (kind, c) in enumerate(zip(kinds, base, strict=True))]
 
 
-def sim_of(kinds, update, **kw):
-    settings = dict(rounds=1, clients_per_round=len(kinds), lr=0.2, batch_size=8, seed=7,
-                    local_update=update, eval_every=0)
+def training(time_budget=None):
+    return fed.LocalTraining(lr=0.2, batch_size=8, time_budget=time_budget)
+
+
+def sim_of(kinds, update, time_budget=None, strategy=None, **kw):
+    settings = dict(rounds=1, clients_per_round=len(kinds), seed=7, local_update=update,
+                    eval_every=0, training=training(time_budget))
     settings.update(kw)
-    return fed.Simulation(classifier(), clients(kinds), fed.FedAvg(), **settings)
+    return fed.Simulation(classifier(), clients(kinds), strategy or fed.FedAvg(), **settings)
 
 
-def good_model(kinds, **kw):
+def good_model(kinds, rounds=1):
     """The model that only the well-behaved clients (id without a suffix) produce."""
     good = [c for c in clients(kinds) if c.client_id[1:].isdigit()]
-    sim = fed.Simulation(classifier(), good, fed.FedAvg(), rounds=1, clients_per_round=len(good),
-                         lr=0.2, batch_size=8, seed=7, eval_every=0, **kw)
+    sim = fed.Simulation(classifier(), good, fed.FedAvg(), rounds=rounds,
+                         clients_per_round=len(good), seed=7, eval_every=0, training=training())
     sim.run()
     return sim.model_.flat_params
 
@@ -78,11 +82,7 @@ def test_a_client_stuck_inside_a_step_is_timed_out_and_the_round_goes_on(executo
         assert record["ok"] == ["c0", "c4"] and record["status"] == "ok"
         for cid in ("c1sleep", "c2spin", "c3swallow"):
             assert record["dropped"][cid].startswith("timeout"), record["dropped"]
-    ref = fed.Simulation(classifier(), [c for c in clients(kinds) if c.client_id in ("c0", "c4")],
-                         fed.FedAvg(), rounds=2, clients_per_round=2, lr=0.2, batch_size=8, seed=7,
-                         eval_every=0)
-    ref.run()
-    np.testing.assert_array_equal(sim.model_.flat_params, ref.model_.flat_params)
+    np.testing.assert_array_equal(sim.model_.flat_params, good_model(kinds, rounds=2))
 
 
 @HANG_TIMEOUT
@@ -172,11 +172,7 @@ def test_a_bad_result_drops_only_its_client_the_same_way_in_every_executor(execu
 
 def test_fednova_drops_a_client_that_reports_no_steps():
     kinds = ["", "nosteps", ""]
-    sim = fed.Simulation(classifier(), clients(kinds), fed.FedNova(fed.FedAvg()), rounds=1,
-                         clients_per_round=3,
-                         lr=0.2, batch_size=8, seed=7, eval_every=0,
-                         local_update=bad_result_update)
-    record = sim.run()[0]
+    record = sim_of(kinds, bad_result_update, strategy=fed.FedNova(fed.FedAvg())).run()[0]
     assert record["ok"] == ["c0", "c2"]
     assert "steps" in record["dropped"]["c1nosteps"]
 
@@ -412,3 +408,13 @@ def test_a_round_that_can_never_commit_is_refused_up_front(strategy, min_clients
                          min_clients=min_clients)
     with pytest.raises(InputValueError, match="every round would fail"):
         sim.check()
+
+
+def test_a_read_only_out_in_step_is_a_clean_error():
+    import npgru
+
+    gru = npgru.GRU(3, 4)
+    out = np.zeros((1, 2, 4), np.float32)
+    out.flags.writeable = False
+    with pytest.raises(InputValueError, match="out must be writeable"):
+        gru.step(np.zeros((2, 3), np.float32), np.zeros((1, 2, 4), np.float32), out=out)

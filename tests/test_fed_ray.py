@@ -92,12 +92,11 @@ def test_executor_named_ray_resolves_to_the_ray_executor(ray):
 
 @pytest.mark.timeout(180, method="thread")
 def test_a_client_stuck_inside_a_step_has_its_actor_killed_and_replaced(ray):
-    from .test_faults import clients, good_model, hanging_update
+    from .test_faults import good_model, hanging_update, sim_of
 
     kinds = ["", "sleep", "deaf", ""]
     good_model(kinds)
-    sim = make_sim(data=clients(kinds), clients_per_round=4, rounds=2, local_update=hanging_update,
-                   executor=ray_executor(), eval_every=0, time_budget=3.0)
+    sim = sim_of(kinds, hanging_update, time_budget=3.0, rounds=2, executor=ray_executor())
     history = sim.run()
     for record in history:
         assert record["ok"] == ["c0", "c3"]
