@@ -396,3 +396,47 @@ def test_federate_resume_refuses_a_changed_run_in_one_line(tmp_path, capsys, cha
     assert main(args) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and named in lines[0], lines
+
+
+# -- a new defence is one class -------------------------------------------------------------
+class DeltaNormCap(fed.Stage):
+    """A defence written only against the Stage base: cap the aggregated delta's L2 norm."""
+
+    prefix = "cap"
+
+    def __init__(self, strategy, cap: float) -> None:
+        self.cap = cap
+        super().__init__(strategy)
+
+    def setup(self) -> None:
+        self._capped = np.zeros(1)
+
+    def commit(self, server_round, params, agg):
+        agg.delta = fed.stages.normalise.ScaledResult(agg.delta, 1.0)
+        norm = float(np.linalg.norm(agg.delta.aggregator.result()))
+        agg.delta.factor = min(1.0, self.cap / norm) if norm else 1.0
+        super().commit(server_round, params, agg)
+        self._capped += agg.delta.factor < 1.0
+        self._metrics = {"capped_rounds": int(self._capped[0])}
+
+    def own_state(self):
+        return {"capped": self._capped.copy()}
+
+    def load_own_state(self, state):
+        self._capped = np.array(state["capped"], dtype=np.float64)
+
+
+def test_a_defence_written_against_the_stage_base_composes_checkpoints_and_resumes(tmp_path):
+    def stack():
+        return fed.Compress(DeltaNormCap(fed.DPAggregate(fed.FedAdam(), DP, seed=1), cap=1e-3), "q8")
+
+    full, full_history = simulate(stack(), rounds=3)
+    assert full_history[-1]["capped_rounds"] == 3 and "epsilon" in full_history[-1]
+    assert stack().describe()["strategy"]["cap"] == 1e-3
+    simulate(stack(), rounds=2, checkpoint_dir=str(tmp_path))
+    resumed = fed.Simulation(classifier(), classification_data(NUM_CLIENTS), stack(), rounds=3,
+                             clients_per_round=4, seed=7, eval_every=0, checkpoint_dir=str(tmp_path),
+                             training=fed.LocalTraining(lr=0.2, batch_size=16))
+    history = resumed.run(resume=True)
+    np.testing.assert_array_equal(resumed.model_.flat_params, full.model_.flat_params)
+    assert figures(history) == figures(full_history)
