@@ -399,6 +399,26 @@ def test_federate_resume_refuses_a_changed_run_in_one_line(tmp_path, capsys, cha
 
 
 # -- a new defence is one class -------------------------------------------------------------
+class _Capped:
+    """An aggregator whose result is another's, scaled down to L2 norm ``cap`` if longer."""
+
+    def __init__(self, aggregator, cap: float) -> None:
+        self.aggregator, self.cap, self.capped = aggregator, cap, False
+
+    @property
+    def count(self):
+        return self.aggregator.count
+
+    def add(self, vector, weight=1.0):
+        self.aggregator.add(vector, weight)
+
+    def result(self):
+        delta = self.aggregator.result()
+        norm = float(np.linalg.norm(delta))
+        self.capped = norm > self.cap
+        return delta * (self.cap / norm) if self.capped else delta
+
+
 class DeltaNormCap(fed.Stage):
     """A defence written only against the Stage base: cap the aggregated delta's L2 norm."""
 
@@ -412,11 +432,9 @@ class DeltaNormCap(fed.Stage):
         self._capped = np.zeros(1)
 
     def commit(self, server_round, params, agg):
-        agg.delta = fed.stages.normalise.ScaledResult(agg.delta, 1.0)
-        norm = float(np.linalg.norm(agg.delta.aggregator.result()))
-        agg.delta.factor = min(1.0, self.cap / norm) if norm else 1.0
+        agg.delta = capped = _Capped(agg.delta, self.cap)
         super().commit(server_round, params, agg)
-        self._capped += agg.delta.factor < 1.0
+        self._capped += capped.capped
         self._metrics = {"capped_rounds": int(self._capped[0])}
 
     def own_state(self):
