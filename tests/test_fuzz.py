@@ -333,6 +333,7 @@ RESULT_CASES = [
     (dict(state={"m": np.array(["a"])}), "state 'm'"),
     (dict(state={"m": np.array([np.inf])}), "state 'm'"), (dict(state=None), "states"),
     (dict(error="raised RuntimeError: boom"), "boom"),
+    (dict(callback=print), "unexpected attributes ['callback']"),
 ]
 
 

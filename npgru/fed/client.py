@@ -18,7 +18,7 @@ import time
 import traceback
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -412,6 +412,7 @@ def run_fit(update: Callable, model, data: ClientData, params: np.ndarray, ins: 
 
 #: the largest example count (or step count) a result may report: exact in float64
 MAX_COUNT = 2**53
+_FITRES_FIELDS = {f.name for f in fields(FitRes)}
 
 
 def check_result(res: FitRes, size: int, dtype=np.float64) -> str | None:
@@ -426,6 +427,9 @@ def check_result(res: FitRes, size: int, dtype=np.float64) -> str | None:
     """
     if res.error is not None:
         return str(res.error)
+    unexpected = sorted(set(vars(res)) - _FITRES_FIELDS)
+    if unexpected:  # they would not survive the trip between processes
+        return f"invalid result: unexpected attributes {unexpected}"
     delta = res.delta
     if not isinstance(delta, np.ndarray) or delta.dtype.kind != "f":
         return f"invalid delta: expected a float array, got {type(delta).__name__}"
