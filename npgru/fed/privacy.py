@@ -16,19 +16,17 @@ import math
 
 import numpy as np
 
-from .._checks import InputValueError
+from .._checks import InputValueError, check_real_range
 
 
 def check_clip(clip: float) -> None:
     """Raise unless ``clip`` is a finite number > 0."""
-    if not (clip > 0 and math.isfinite(clip)):
-        raise InputValueError(f"clip must be a finite number > 0, got {clip!r}")
+    check_real_range("clip", clip, 0, include_low=False)
 
 
 def check_noise_multiplier(noise_multiplier: float) -> None:
     """Raise unless ``noise_multiplier`` is a finite number >= 0."""
-    if not (noise_multiplier >= 0 and math.isfinite(noise_multiplier)):
-        raise InputValueError(f"noise_multiplier must be a finite number >= 0, got {noise_multiplier!r}")
+    check_real_range("noise_multiplier", noise_multiplier, 0)
 
 
 def clip_l2(delta: np.ndarray, clip: float) -> tuple[np.ndarray, float]:

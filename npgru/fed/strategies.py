@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._checks import InputTypeError, check_real_range
 from .._registry import Registry
 from .aggregate import WeightedMean
 from .client import ClientHook, FitRes, HookContext
@@ -184,9 +185,13 @@ class FedAvg(Strategy):
         self._state = {name: self._initial_state(name) for name in self.state_names}
 
     def _check_params(self) -> None:
-        """Raise ``ValueError`` on settings outside their ranges (called by initialize)."""
-        if not (np.isfinite(self.server_lr) and self.server_lr > 0):
-            raise ValueError(f"server_lr must be positive, got {self.server_lr!r}")
+        """Refuse settings of the wrong type or outside their ranges (called by initialize)."""
+        check_real_range("server_lr", self.server_lr, 0, include_low=False)
+        if not isinstance(self.weighted, bool):
+            raise InputTypeError(f"weighted must be a bool, got {type(self.weighted).__name__}")
+        if not callable(self.aggregator):
+            raise InputTypeError(f"aggregator must be a factory f(size, weighted), got "
+                                 f"{type(self.aggregator).__name__}")
 
     def _initial_state(self, name: str) -> np.ndarray:
         return np.zeros(self._size, dtype=np.float64)
@@ -232,8 +237,7 @@ class FedAvg(Strategy):
 
 
 def _check_unit(name: str, value: float) -> None:
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
+    check_real_range(name, value, 0, 1, include_high=False)
 
 
 class FedAvgM(FedAvg):
@@ -278,8 +282,7 @@ class _FedOpt(FedAvg):
         super()._check_params()
         _check_unit("beta1", self.beta1)
         _check_unit("beta2", self.beta2)
-        if not (np.isfinite(self.tau) and self.tau > 0):
-            raise ValueError(f"tau must be positive, got {self.tau!r}")
+        check_real_range("tau", self.tau, 0, include_low=False)
 
     def _initial_state(self, name):
         # v_{-1} = τ² (the paper's "v_{-1} ≥ τ²"); m_{-1} = 0.
@@ -357,8 +360,7 @@ class FedProx(FedAvg):
 
     def _check_params(self):
         super()._check_params()
-        if not (np.isfinite(self.mu) and self.mu >= 0):
-            raise ValueError(f"mu must be non-negative, got {self.mu!r}")
+        check_real_range("mu", self.mu, 0)
 
     def configure_fit(self, server_round):
         return FitConfig(hooks=(ProximalTerm(self.mu),))
