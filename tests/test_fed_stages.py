@@ -458,3 +458,20 @@ def test_a_defence_written_against_the_stage_base_composes_checkpoints_and_resum
     history = resumed.run(resume=True)
     np.testing.assert_array_equal(resumed.model_.flat_params, full.model_.flat_params)
     assert figures(history) == figures(full_history)
+
+
+class Nudge(fed.ClientHook):
+    """A client hook without a repr of its own."""
+
+    def __init__(self, by: float) -> None:
+        self.by = by
+
+    def on_delta(self, delta, ctx):
+        delta += self.by
+
+
+def test_identities_describe_objects_by_class_and_settings_not_memory_addresses():
+    a, b = fed.WithHooks(fed.FedAvg(), [Nudge(0.1)]), fed.WithHooks(fed.FedAvg(), [Nudge(0.1)])
+    assert a.describe() == b.describe()
+    assert a.describe() != fed.WithHooks(fed.FedAvg(), [Nudge(0.2)]).describe()
+    assert a.describe()["hooks"][0]["name"].endswith("Nudge")

@@ -27,7 +27,8 @@ def describe(value):
     Numbers stay numbers (NumPy scalars become Python ones, NaN/Inf become strings), classes and
     functions become their qualified names, ``functools.partial`` objects their function with
     the bound arguments, dataclasses and mappings dicts, sets sorted lists; objects with a
-    ``describe()`` method describe themselves; anything else becomes its ``repr``.
+    ``describe()`` method describe themselves, objects without their own ``repr`` become their
+    class and public attributes; anything else becomes its ``repr``.
     """
     if value is None or isinstance(value, (bool, str)):
         return value
@@ -55,6 +56,10 @@ def describe(value):
         return [describe(v) for v in value]
     if isinstance(value, np.ndarray):
         return {"shape": list(value.shape), "dtype": str(value.dtype), "sha256": array_digest(value)}
+    if type(value).__repr__ is object.__repr__ and hasattr(value, "__dict__"):
+        # the default repr holds a memory address: describe the class and public attributes
+        return {"name": _name(type(value)),
+                **{k: describe(v) for k, v in vars(value).items() if not k.startswith("_")}}
     return repr(value)
 
 
