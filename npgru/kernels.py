@@ -258,50 +258,61 @@ def classic_backward_loop(K, dout, dh_n, hs, gates, hid, mask, w_hh, dgi, dgh=No
 # ---------------------------------------------------------------------------------------
 # streaming cells: one step of one layer, nothing kept for backward
 # ---------------------------------------------------------------------------------------
+# The cells work in transposed space: ``W · xᵀ`` (3H, B) gives BLAS its weights untransposed
+# and row-major, which at small batches runs 1.3–2× faster than ``x · Wᵀ`` (measured in
+# thread CPU time on one core at B = 10–64, H = 64–256; equal at B = 128, H = 512). The
+# gate blocks are then contiguous row blocks and the new state is written through ``hᵀ``.
+def _transposed(work_k: np.ndarray, rows: int) -> np.ndarray:
+    """A (rows, B) view of the contiguous (B, rows) scratch ``work_k``."""
+    return work_k.reshape(rows, work_k.shape[0])
+
+
 def torch_cell(x, h_prev, w_ih, w_hh, b_ih, b_hh, h, work):
     """``h = GRUCell(x, h_prev)``, PyTorch form. ``work`` is scratch of shape (≥3, B, 3H)."""
     H = h.shape[1]
-    gi, gh = work[0], work[1]
-    np.matmul(x, w_ih.T, out=gi)
-    gi += b_ih
-    np.matmul(h_prev, w_hh.T, out=gh)
-    gh += b_hh
-    rz = gi[:, : 2 * H]
-    rz += gh[:, : 2 * H]
+    giT, ghT = _transposed(work[0], 3 * H), _transposed(work[1], 3 * H)
+    np.matmul(w_ih, x.T, out=giT)
+    giT += b_ih[:, None]
+    np.matmul(w_hh, h_prev.T, out=ghT)
+    ghT += b_hh[:, None]
+    rz = giT[: 2 * H]
+    rz += ghT[: 2 * H]
     sigmoid(rz, out=rz)
-    r, z, n = gi[:, :H], gi[:, H : 2 * H], gi[:, 2 * H :]
-    gh_n = gh[:, 2 * H :]
+    r, z, n = giT[:H], giT[H : 2 * H], giT[2 * H :]
+    gh_n = ghT[2 * H :]
     gh_n *= r
     n += gh_n
     np.tanh(n, out=n)
     # h = n + z ⊙ (h_prev − n)
-    np.subtract(h_prev, n, out=h)
-    h *= z
-    h += n
+    hT = h.T
+    np.subtract(h_prev.T, n, out=hT)
+    hT *= z
+    hT += n
 
 
 def classic_cell(x, h_prev, w_ih, w_hh, b_ih, b_hh, h, work):
     """One classic-form step. ``work`` is scratch of shape (≥3, B, 3H)."""
     H = h.shape[1]
-    gi, g, w2 = work[0], work[1], work[2]
-    np.matmul(x, w_ih.T, out=gi)
-    gi += b_ih
-    gh_rz, rh, gh_n = g[:, : 2 * H], w2[:, :H], w2[:, H : 2 * H]
-    np.matmul(h_prev, w_hh[: 2 * H].T, out=gh_rz)
-    gh_rz += b_hh[: 2 * H]
-    rz = gi[:, : 2 * H]
+    giT, gT, w2T = (_transposed(work[k], 3 * H) for k in range(3))
+    np.matmul(w_ih, x.T, out=giT)
+    giT += b_ih[:, None]
+    gh_rz, rh, gh_n = gT[: 2 * H], w2T[:H], w2T[H : 2 * H]
+    np.matmul(w_hh[: 2 * H], h_prev.T, out=gh_rz)
+    gh_rz += b_hh[: 2 * H, None]
+    rz = giT[: 2 * H]
     rz += gh_rz
     sigmoid(rz, out=rz)
-    np.multiply(gi[:, :H], h_prev, out=rh)
-    np.matmul(rh, w_hh[2 * H :].T, out=gh_n)
-    gh_n += b_hh[2 * H :]
-    n = gi[:, 2 * H :]
+    np.multiply(giT[:H], h_prev.T, out=rh)
+    np.matmul(w_hh[2 * H :], rh, out=gh_n)
+    gh_n += b_hh[2 * H :, None]
+    n = giT[2 * H :]
     n += gh_n
     np.tanh(n, out=n)
     # h = h_prev + z ⊙ (h̃ − h_prev)
-    np.subtract(n, h_prev, out=h)
-    h *= gi[:, H : 2 * H]
-    h += h_prev
+    hT = h.T
+    np.subtract(n, h_prev.T, out=hT)
+    hT *= giT[H : 2 * H]
+    hT += h_prev.T
 
 
 def layer_weights(flat, o, G: int, H: int, zeros):
