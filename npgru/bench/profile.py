@@ -30,10 +30,21 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .workloads import CONFIGS, gemm_flops
+from .workloads import CHARLM_OP, CONFIGS, gemm_flops
 
 #: the clock every phase is read with (``time.thread_time`` under ``--clock thread``)
 clock = time.perf_counter
+
+
+def _timed(acc: dict[str, float], name: str, fn: Callable) -> Callable:
+    """``fn`` adding its seconds to ``acc[name]``."""
+    def wrapper(*args, **kwargs):
+        t0 = clock()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            acc[name] += clock() - t0
+    return wrapper
 
 
 @contextmanager
@@ -46,13 +57,7 @@ def _timers(acc: dict[str, float]) -> Iterator[None]:
     saved_core = recurrence.forward_core, recurrence.backward_core
 
     def timed(name: str, fn: Callable) -> Callable:
-        def wrapper(*args, **kwargs):
-            t0 = clock()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                acc[name] += clock() - t0
-        return wrapper
+        return _timed(acc, name, fn)
 
     recurrence.forward_core = timed("forward_core", saved_core[0])
     recurrence.backward_core = timed("backward_core", saved_core[1])
@@ -92,33 +97,63 @@ def _hidden_gemms(cfg, reps: int) -> tuple[float, float]:
     return (best(lambda: np.matmul(h, u_t, out=gh)), best(lambda: np.matmul(dg, w, out=dh)))
 
 
+def _charlm_step() -> tuple[Callable[[], object], object]:
+    """The paper's CharLM SGD step and its GRU (see :mod:`npgru.bench.workloads`)."""
+    import npgru
+    from npgru.optim import SGD
+
+    from .workloads import CHARLM, CHARLM_LR, _charlm_batch
+
+    model = npgru.CharLM(CHARLM["vocab"], CHARLM["embed"], CHARLM["hidden"],
+                         num_layers=CHARLM["layers"], seed=0)
+    opt = SGD(model, lr=CHARLM_LR)
+    X, y = _charlm_batch()
+
+    def step():
+        model.loss_and_grad(X, y)
+        opt.step()
+
+    return step, model.gru
+
+
 def profile(name: str, reps: int = 15) -> dict[str, float]:
-    """Median seconds per phase of one forward+backward of config ``name``."""
+    """Median seconds per phase of one forward+backward of config ``name`` (for ``CharLM``,
+    one SGD step of the paper model, its embedding, head, loss and update as ``model``)."""
     import npgru
 
-    B, T, D, H, L = CONFIGS[name]
-    gru = npgru.GRU(D, H, L, batch_first=True, dtype=np.float32, seed=0)
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((B, T, D), dtype=np.float32)
-    dout = rng.standard_normal((B, T, H), dtype=np.float32)
-    gru.forward(x)
-    gru.backward(dout)
+    if name == "CharLM":
+        step, gru = _charlm_step()
+        cfg = (10, 80, 8, 256, 2)
+    else:
+        B, T, D, H, L = cfg = CONFIGS[name]
+        gru = npgru.GRU(D, H, L, batch_first=True, dtype=np.float32, seed=0)
+        rng = np.random.default_rng(1)
+        x = rng.standard_normal((B, T, D), dtype=np.float32)
+        dout = rng.standard_normal((B, T, H), dtype=np.float32)
+
+        def step():
+            gru.forward(x)
+            gru.backward(dout)
+    step()
     samples: dict[str, list[float]] = defaultdict(list)
     for _ in range(reps):
         acc: dict[str, float] = defaultdict(float)
         with _timers(acc):
-            t0 = clock()
-            gru.forward(x)
-            t1 = clock()
-            gru.backward(dout)
-            t2 = clock()
-        acc["forward"], acc["backward"] = t1 - t0, t2 - t1
+            forward, backward = gru.forward, gru.backward
+            gru.forward = _timed(acc, "forward", forward)  # type: ignore[method-assign]
+            gru.backward = _timed(acc, "backward", backward)  # type: ignore[method-assign]
+            try:
+                t0 = clock()
+                step()
+                acc["step"] = clock() - t0
+            finally:
+                del gru.forward, gru.backward
         for k in ("fwd_seq", "bwd_seq", "fwd_loop", "bwd_loop", "forward_core", "backward_core"):
             acc.setdefault(k, 0.0)
         for k, v in acc.items():
             samples[k].append(v)
     m = {k: statistics.median(v) for k, v in samples.items()}
-    g_fwd, g_bwd = _hidden_gemms(CONFIGS[name], reps)
+    g_fwd, g_bwd = _hidden_gemms(cfg, reps)
     out: dict[str, float] = {}
     if m["fwd_seq"]:
         out["forward: time loop (compiled)"] = m["fwd_seq"]
@@ -138,7 +173,9 @@ def profile(name: str, reps: int = 15) -> dict[str, float]:
         out["backward: time loop, gates"] = bwd_loop - out["backward: time loop, hidden GEMMs"]
     out["backward: weight/input gradients"] = m["backward_core"] - bwd_loop
     out["backward: layer (transposes, copies, checks)"] = m["backward"] - m["backward_core"]
-    out["total forward+backward"] = m["forward"] + m["backward"]
+    if name == "CharLM":
+        out["model: embedding, head, loss, update"] = m["step"] - m["forward"] - m["backward"]
+    out["total forward+backward"] = m["step"]
     return out
 
 
@@ -173,7 +210,7 @@ def main(argv=None) -> int:
     print(f"backend {npgru.get_backend()}, {args.threads} threads, {args.clock} clock, float32, "
           f"batch_first; "
           f"numpy GEMM peak {peak:.0f} GFLOP/s; ms (share of the total)\n")
-    print("| phase | " + " | ".join(f"{n} {CONFIGS[n]}" for n in names) + " |")
+    print("| phase | " + " | ".join(f"{n} {CONFIGS.get(n, '(1 thread)')}" for n in names) + " |")
     print("|---|" + "---|" * len(names))
     for r in rows:
         cells = []
@@ -183,7 +220,9 @@ def main(argv=None) -> int:
         print(f"| {r} | " + " | ".join(cells) + " |")
     cells = []
     for n in names:
-        bound = gemm_flops("forward_backward", CONFIGS[n]) / (peak * 1e9)
+        flops = (gemm_flops(CHARLM_OP, None) if n == "CharLM"
+                 else gemm_flops("forward_backward", CONFIGS[n]))
+        bound = flops / (peak * 1e9)
         cells.append(f"{bound * 1e3:.3g} ({100 * bound / profiles[n]['total forward+backward']:.0f} %)")
     print("| GEMM-bound limit (GEMM flops at peak) | " + " | ".join(cells) + " |")
     return 0
