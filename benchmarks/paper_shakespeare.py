@@ -92,6 +92,9 @@ def add_paper_arguments(p: argparse.ArgumentParser, out_default: str) -> None:
     g.add_argument("--clip-norm", type=float, default=5.0, help="client gradient-norm clip")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", default=out_default, help="directory for paper.json, .md and .png")
+    g.add_argument("--check", metavar="PAPER_JSON", default=None,
+                   help="compare each round with this published paper.json (exit status 1 "
+                        "if an accuracy differs by more than 1e-4)")
 
 
 def clients_per_round(args) -> int | float:
@@ -259,7 +262,7 @@ def check_against(path: str, record: Record, tol: float = 1e-4) -> bool:
     return ok
 
 
-def _finish(args, record: Record) -> None:
+def finish_run(args, record: Record) -> None:
     print(record.markdown())
     print(f"record: {os.path.join(args.out, 'paper.json')}")
     if args.check and not check_against(args.check, record):
@@ -340,7 +343,7 @@ def paper(args) -> None:
         sim.run(callback=on_round)
     except Stop:
         pass
-    _finish(args, record)
+    finish_run(args, record)
 
 
 def evaluate_npgru(model, x: np.ndarray, y: np.ndarray, batch: int) -> dict:
@@ -422,9 +425,6 @@ def main(argv=None) -> None:
     g = q.add_argument_group("where it runs (results are bit-identical)")
     g.add_argument("--executor", choices=["serial", "process"], default="process")
     g.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
-    q.add_argument("--check", metavar="PAPER_JSON", default=None,
-                   help="compare each round with this published paper.json (exit status 1 "
-                        "if an accuracy differs by more than 1e-4)")
     q.set_defaults(func=paper)
     q = sub.add_parser("compare", help="FedAvg vs FedProx vs FedAdam at a small scale")
     q.add_argument("--rounds", type=int, default=15)
