@@ -8,12 +8,36 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any, Protocol
 
 import numpy as np
 
 from ._checks import check_positive_int
 from ._progress import progress_bar
 from .optim import Adam, Optimizer, clip_grad_norm
+
+#: one step's data: (X, y, lengths or None, initial states or None)
+Batch = tuple[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | None"]
+
+
+class Trainable(Protocol):
+    """What :func:`fit` needs of a model (every ready model in :mod:`npgru.models` has it)."""
+
+    flat_params: np.ndarray
+    flat_grads: np.ndarray
+
+    @property
+    def per_step(self) -> bool: ...  # a target per step (CharLM), not per sequence
+    @property
+    def last_state(self) -> np.ndarray | None: ...  # the final states of the last forward
+
+    def check_data(self, X: Any, y: Any = None, lengths: Any = None) -> tuple: ...
+    def loss_and_grad(self, X: np.ndarray, y: np.ndarray, lengths: np.ndarray | None = None,
+                      h0: np.ndarray | None = None) -> tuple[float, dict]: ...
+    def batch_weight(self, y: np.ndarray, lengths: np.ndarray | None) -> float: ...
+    def summarise(self, means: dict) -> dict: ...
+    def evaluate(self, X: Any, y: Any, lengths: Any = None) -> dict: ...
+    def train(self, mode: bool = True) -> Any: ...
 
 
 def minibatches(n: int, batch_size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
@@ -26,10 +50,11 @@ def minibatches(n: int, batch_size: int, rng: np.random.Generator | None) -> Ite
         yield order[s : s + batch_size]
 
 
-def fit(model, X, y, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer | None = None,
-        clip_norm: float | None = None, lengths=None, validation: tuple | None = None,
-        progress: bool = True, seed: int | None = None, *, patience: int | None = None,
-        min_delta: float = 0.0, scheduler=None, bptt: int | None = None) -> dict[str, list]:
+def fit(model: Trainable, X: Any, y: Any, epochs: int = 1, batch_size: int = 32,
+        optimizer: Optimizer | None = None, clip_norm: float | None = None, lengths: Any = None,
+        validation: tuple | None = None, progress: bool = True, seed: int | None = None, *,
+        patience: int | None = None, min_delta: float = 0.0, scheduler: Any = None,
+        bptt: int | None = None) -> dict[str, list]:
     """Train ``model`` on ``(X, y)`` with mini-batch gradient descent.
 
     Parameters
@@ -100,12 +125,14 @@ def fit(model, X, y, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer
     steps_per_epoch = math.ceil(n / batch_size) * windows
     history: dict[str, list] = {}
     last_good = model.flat_params.copy()
-    best, best_params, waited = math.inf, None, 0
+    best, waited = math.inf, 0
+    best_params: np.ndarray | None = None
     bar = progress_bar(epochs * steps_per_epoch, "fit", "step", enabled=progress)
     model.train()
     try:
         for epoch in range(1, epochs + 1):
-            totals, weight, step = {}, 0.0, 0
+            totals: dict[str, float] = {}
+            weight, step = 0.0, 0
             for idx in minibatches(n, batch_size, rng):
                 ln = None if lengths is None else lengths[idx]
                 for batch in _windows(model, X[idx], y[idx], ln, bptt):
@@ -141,7 +168,8 @@ def fit(model, X, y, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer
     return history
 
 
-def _step(model, optimizer, clip_norm, batch, last_good, where: str) -> tuple[float, dict]:
+def _step(model: Trainable, optimizer: Optimizer, clip_norm: float | None, batch: Batch,
+          last_good: np.ndarray, where: str) -> tuple[float, dict]:
     """One update. A non-finite loss, gradient or result stops training with an error, and the
     model goes back to ``last_good``: the parameters at which the loss was last finite."""
     Xb, yb, lb, h0 = batch
@@ -164,7 +192,8 @@ def _step(model, optimizer, clip_norm, batch, last_good, where: str) -> tuple[fl
     return loss, metrics
 
 
-def _windows(model, X, y, lengths, bptt):
+def _windows(model: Trainable, X: np.ndarray, y: np.ndarray, lengths: np.ndarray | None,
+             bptt: int | None) -> Iterator[Batch]:
     """``(X, y, lengths, h0)`` per window of ``bptt`` steps, carrying the state across them.
 
     The generator resumes only after the caller has stepped on the window it yielded, so
@@ -174,7 +203,7 @@ def _windows(model, X, y, lengths, bptt):
         yield X, y, lengths, None
         return
     B, T = X.shape
-    state = None  # (layers·dirs, B, H): each sequence's state at the end of the last window
+    state: np.ndarray | None = None  # (layers·dirs, B, H): each sequence's last state so far
     for s in range(0, T, bptt):
         sl = slice(s, s + bptt)
         run = np.full(B, min(bptt, T - s)) if lengths is None else np.clip(lengths - s, 0, bptt)
@@ -183,13 +212,14 @@ def _windows(model, X, y, lengths, bptt):
             return
         h0 = None if state is None else state[:, active]
         yield X[active, sl], y[active, sl], None if lengths is None else run[active], h0
+        last = model.last_state
+        assert last is not None  # the step on the window just yielded has set it
         if state is None:
-            L, _, H = model.last_state.shape
-            state = np.zeros((L, B, H), dtype=model.last_state.dtype)
-        state[:, active] = model.last_state
+            state = np.zeros((last.shape[0], B, last.shape[2]), dtype=last.dtype)
+        state[:, active] = last
 
 
-def _check_validation(model, validation) -> tuple:
+def _check_validation(model: Trainable, validation: Any) -> tuple:
     if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
         raise TypeError("validation must be (X_val, y_val) or (X_val, y_val, lengths_val)")
     return model.check_data(*validation)
