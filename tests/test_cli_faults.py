@@ -50,7 +50,7 @@ def one_line(capsys, code, needle):
     (["federate", "--aggregator", "krum:2", "--clients-per-round", "5"],
      "a round needs 7 valid updates"),
     (["federate", "--workers", "0"], "--workers must be an integer >= 1"),
-    (["federate", "--lr", "inf"], "--lr must be finite"),
+    (["federate", "--lr", "inf"], "--lr must be a real number > 0, got inf"),
     (["federate", "--clients-per-round", "1.5"], "--clients-per-round must be a count >= 1"),
 ])
 def test_settings_that_fail_every_round_are_refused_before_loading_data(argv, needle, capsys,
