@@ -394,14 +394,15 @@ class Simulation:
     def _restore(self, path: str, ckpt: dict, meta: dict, strategy: Strategy) -> int:
         diffs = differences(ckpt["meta"], meta)
         if diffs:
-            # the caller's options first: they say why the data or model differ
-            diffs.sort(key=lambda d: not d[0].startswith("options."))
+            # the caller's options, if any differ, say why the data or the model differ too
+            options = [d for d in diffs if d[0].startswith("options.")]
+            diffs = options or diffs
             shown = "; ".join(f"{key.removeprefix('options.')}: checkpoint {_short(saved)}, "
                               f"now {_short(now)}" for key, saved, now in diffs[:3])
             more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
             raise InputValueError(
-                f"cannot resume from {path}: it was written by a different simulation "
-                f"({shown}{more}); use another checkpoint_dir or resume=False"
+                f"cannot resume from {path}: it was written by a different run ({shown}{more}); "
+                "resume with the same data and settings, or start afresh elsewhere"
             )
         if ckpt["round"] > self.rounds:
             raise InputValueError(
