@@ -1,0 +1,110 @@
+"""The paper benchmark and its PyTorch twin at tiny sizes: same metrics, same first round."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from npgru import fed
+
+from .conftest import require
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks")
+# two large roles, both every round, one local epoch of ≈25 steps, a GRU 2×8: a round takes
+# a fraction of a second
+TINY = ["--max-clients", "2", "--min-chars", "30000", "--seq-len", "40", "--hidden-size", "8",
+        "--clients-per-round", "2", "--local-epochs", "1", "--batch-size", "50", "--lr", "0.5",
+        "--test-windows", "200"]
+
+
+def _script(name: str):
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(BENCHMARKS)
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return _script("paper_shakespeare")
+
+
+def _args(paper, extra=()):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    paper.add_paper_arguments(p, "unused")
+    return p.parse_args([*TINY, *extra])
+
+
+def test_position_metrics_agree_with_the_models_own_evaluation(paper):
+    args = _args(paper)
+    _, model, x, y = paper.load_setup(args)
+    ours = paper.evaluate_npgru(model, x, y, batch=64)
+    theirs = model.evaluate(x, y)
+    assert ours["test_accuracy"] == pytest.approx(theirs["accuracy"], abs=1e-12)
+    assert ours["test_loss"] == pytest.approx(theirs["loss"], rel=1e-5)
+    pred = model.predict(x)
+    assert ours["test_accuracy_last"] == pytest.approx(np.mean(pred[:, -1] == y[:, -1]))
+    assert paper.evaluate_npgru(model, x, y, batch=len(x)) == pytest.approx(ours, rel=1e-5)
+
+
+def test_paper_run_writes_its_record_after_each_round_and_checks_itself(paper, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["paper", *TINY, "--rounds", "2", "--executor", "serial", "--out", str(out)]
+    paper.main(argv)
+    record = json.loads((out / "paper.json").read_text())
+    assert record["command"] == "python benchmarks/paper_shakespeare.py " + " ".join(argv)
+    assert [r["round"] for r in record["rounds"]] == [1, 2] and record["seed"] == 0
+    for r in record["rounds"]:
+        assert {"test_accuracy", "test_accuracy_last", "elapsed_s", "eval_s"} <= set(r)
+    assert record["reached_round"] is None and record["reached_minutes"] is None
+    assert (out / "paper.md").read_text().count("\n| ") == 3  # header and two rounds
+    # the same command again, with the process executor: the same figures
+    again = tmp_path / "again"
+    paper.main([*argv[:-4], "--executor", "process", "--out", str(again),
+                "--check", str(out / "paper.json")])
+    assert capsys.readouterr().out.count(": same") == 4
+
+
+def test_the_target_stops_the_run_and_is_recorded(paper, tmp_path):
+    out = tmp_path / "run"
+    paper.main(["paper", *TINY, "--rounds", "5", "--target", "0.01", "--executor", "serial",
+                "--out", str(out)])
+    record = json.loads((out / "paper.json").read_text())
+    assert len(record["rounds"]) == 1 and record["reached_round"] == 1
+    assert record["reached_minutes"] == pytest.approx(record["rounds"][0]["elapsed_s"] / 60)
+
+
+def test_torch_twins_first_round_equals_npgrus_serial_run(paper):
+    torch = require("torch")
+    twin_mod = _script("torch_twin")
+    torch.set_num_threads(1)  # equality, not speed, is tested: no thread pool to wait on
+    args = _args(paper)
+    data, model, x, y = paper.load_setup(args)
+    twin = twin_mod.twin_of(model)
+    before = twin_mod.evaluate(twin, x, y, 64)
+    assert before == pytest.approx(paper.evaluate_npgru(model, x, y, 64), rel=1e-5)
+
+    twin_loss = twin_mod.federated_round(twin, data.clients, 1, args)
+    training = fed.LocalTraining(optimizer="sgd", lr=args.lr, batch_size=args.batch_size,
+                                 epochs=args.local_epochs, clip_norm=args.clip_norm)
+    sim = fed.Simulation(model, data, fed.FedAvg(), training=training, rounds=1,
+                         clients_per_round=2, eval_every=0, seed=args.seed)
+    record = sim.run()[0]
+    assert record["num_ok"] == 2
+    ours = sim.model_.state_dict()
+    theirs = {k: v.detach().numpy() for k, v in twin.state_dict().items()}
+    assert set(ours) == set(theirs)
+    moved = max(np.abs(ours[k] - model.state_dict()[k]).max() for k in ours)
+    assert moved > 1e-2  # the round changed the model: the comparison below means something
+    for k in ours:
+        np.testing.assert_allclose(theirs[k], ours[k], rtol=1e-4, atol=2e-5, err_msg=k)
+    assert twin_loss == pytest.approx(record["train_loss"], rel=1e-4)
