@@ -201,6 +201,7 @@ def test_registries_name_what_the_cli_offers():
     assert list(fed.STAGES) == ["hooks", "fednova", "dp", "compress", "secure_agg", "robust"]
     assert set(fed.AGGREGATORS) == {"mean", "median", "trimmed", "krum", "normclip"}
     assert set(fed.ATTACKS) == {"signflip", "scale", "noise", "labelflip"}
+    assert list(fed.COMPRESSORS) == ["q8", "q4", "q2", "topk"]
 
 
 def test_a_registry_refuses_unknown_and_duplicate_names():

@@ -27,6 +27,7 @@ from .accountant import RDPAccountant
 from .aggregate import WeightedMean
 from .attacks import ATTACKS, UpdateAttack, apply_attack, choose_attackers
 from .client import ClientHook, FitIns, FitRes, HookContext, LocalTraining, local_update
+from .compress import COMPRESSORS
 from .executors import EXECUTORS, Executor, ProcessExecutor, SerialExecutor
 from .extensions import Extended, from_options
 from .partition import (
@@ -70,6 +71,7 @@ from .strategies import (
 __all__ = [
     "AGGREGATORS",
     "ATTACKS",
+    "COMPRESSORS",
     "EXECUTORS",
     "STAGES",
     "STRATEGIES",

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._checks import InputTypeError, InputValueError
+from .._registry import Registry
 
 QUANTIZATION_BITS = (8, 4, 2)
 
@@ -137,26 +138,51 @@ def top_k(x: np.ndarray, fraction: float) -> SparseVector:
 Compressor = Callable[[np.ndarray, np.random.Generator], Message]
 
 
+def _quantizer(bits: int) -> Callable[[str | None], Compressor]:
+    def build(arg: str | None) -> Compressor:
+        if arg is not None:
+            raise InputValueError(f"q{bits} takes no parameter")
+        return lambda x, rng: quantize(x, bits, rng)
+
+    return build
+
+
+def _top_k(arg: str | None) -> Compressor:
+    try:
+        fraction = float(arg) if arg is not None else math.nan
+    except ValueError:
+        fraction = math.nan
+    if not 0 < fraction <= 1:
+        raise InputValueError(f"topk needs a fraction in (0, 1], e.g. topk:0.01, got {arg!r}")
+    return lambda x, rng: top_k(x, fraction)
+
+
+#: ``npgru federate --compress`` names: name → ``f(parameter or None) -> compressor``.
+COMPRESSORS: Registry = Registry("compressor")
+COMPRESSORS.register("q8", _quantizer(8))
+COMPRESSORS.register("q4", _quantizer(4))
+COMPRESSORS.register("q2", _quantizer(2))
+COMPRESSORS.register("topk", _top_k)
+
+
 def make_compressor(spec: str) -> Compressor:
-    """A compressor from its name: ``q8``, ``q4``, ``q2`` or ``topk:FRACTION``.
+    """A compressor from its name in :data:`COMPRESSORS`: ``q8``, ``q4``, ``q2`` or
+    ``topk:FRACTION``.
 
     Returns
     -------
     callable
         ``compress(x, rng) -> message``.
     """
-    if spec in ("q8", "q4", "q2"):
-        bits = int(spec[1:])
-        return lambda x, rng: quantize(x, bits, rng)
-    if spec.startswith("topk:"):
-        try:
-            fraction = float(spec[5:])
-        except ValueError:
-            fraction = math.nan
-        if not 0 < fraction <= 1:
-            raise InputValueError(f"topk needs a fraction in (0, 1], e.g. topk:0.01, got {spec!r}")
-        return lambda x, rng: top_k(x, fraction)
-    raise InputValueError(f"compression must be q8, q4, q2 or topk:FRACTION, got {spec!r}")
+    if not isinstance(spec, str):
+        raise InputTypeError(f"compression must be a str such as 'q8', got {type(spec).__name__}")
+    name, sep, arg = spec.partition(":")
+    if name not in COMPRESSORS:
+        raise InputValueError(f"compression must be q8, q4, q2 or topk:FRACTION, got {spec!r}")
+    try:
+        return COMPRESSORS[name](arg if sep else None)
+    except InputValueError as e:
+        raise InputValueError(f"compression {spec!r}: {e}") from None
 
 
 def compress_with_feedback(
