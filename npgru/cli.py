@@ -60,9 +60,15 @@ def check_args(args) -> None:
         if value is not None:
             check_real_range(_flag(dest), value, low, high, include_low=include_low,
                              include_high=include_high)
+    if getattr(args, "cell", "gru") != "gru" and args.variant != "torch":
+        raise UsageError(f"npgru: --variant {args.variant} is a GRU setting; --cell {args.cell} "
+                         "takes none (leave --variant out)")
     if getattr(args, "hidden_size", None) is not None:
+        from .models import LAYERS
+
         H, L, D = args.hidden_size, args.num_layers, getattr(args, "embed_dim", 8)
-        params = L * 3 * H * (max(D, H) + H + 2) + 256 * H  # GRU layers and a head
+        G = LAYERS[getattr(args, "cell", "gru")].cell.gates
+        params = L * G * H * (max(D, H) + H + 2) + 256 * H  # recurrent layers and a head
         activations = args.batch_size * args.seq_len * L * H * 8  # kept for BPTT
         # float32 parameters, gradients, two optimizer moments and float64 deltas; activations
         check_nbytes(f"--hidden-size {H} with --num-layers {L}", 24 * params + 4 * activations)
@@ -146,6 +152,10 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--embed-dim", type=int, default=8, help="shakespeare: character embedding size")
     g.add_argument("--variant", choices=["torch", "classic"], default="torch",
                    help="GRU equations: PyTorch's form or the classic textbook form")
+    from .models import LAYERS
+
+    g.add_argument("--cell", choices=list(LAYERS), default="gru",
+                   help="recurrent cell: GRU or LSTM (PyTorch's nn.GRU / nn.LSTM)")
 
 
 def _run_options(p: argparse.ArgumentParser, out_default: str) -> None:
@@ -188,7 +198,8 @@ def build_model(data, args):
     """A fresh model for the dataset's task, sized by the flags."""
     from .models import CharLM, SequenceClassifier, SequenceRegressor
 
-    common = dict(num_layers=args.num_layers, variant=args.variant, seed=args.seed)
+    common = dict(num_layers=args.num_layers, variant=args.variant, cell=args.cell,
+                  seed=args.seed)
     if data.task == "next-token":
         return CharLM(len(data.meta["vocab"]), args.embed_dim, args.hidden_size, **common)
     features = data.clients[0].x_train.shape[-1]

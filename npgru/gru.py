@@ -240,6 +240,8 @@ class GRU(Recurrent):
         Views into ``flat_params`` / ``flat_grads``, keyed like PyTorch's state dict.
     """
 
+    cell = TORCH_CELL  # the default; an instance holds its variant's
+
     def __init__(
         self,
         input_size: int,

@@ -15,18 +15,18 @@ import re
 import zipfile
 import zlib
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from ._atomic import write_atomic
 from ._checks import InputValueError
-from .gru import GRU
-from .models import CharLM, SequenceClassifier, SequenceRegressor
+from .models import LAYERS, MODELS, CharLM, SequenceClassifier, SequenceRegressor
 from .module import Module
 
 FORMAT, VERSION = "npgru-model", 1
 META_KEY, PARAM_PREFIX = "__npgru__", "param/"
-MODEL_CLASSES = {c.__name__: c for c in (GRU, SequenceRegressor, SequenceClassifier, CharLM)}
+MODEL_CLASSES = MODELS  # the classes a model file may name
 
 # what a damaged or foreign file can raise while being opened and read (zipfile raises
 # NotImplementedError, a RuntimeError, for a mangled compression method or version field,
@@ -40,7 +40,7 @@ def save(model: Module, path: str | os.PathLike) -> None:
 
     Parameters
     ----------
-    model : GRU, SequenceRegressor, SequenceClassifier or CharLM
+    model : GRU, LSTM, SequenceRegressor, SequenceClassifier or CharLM
     path : str or path-like
         Written exactly as given (no ``.npz`` is appended).
     """
@@ -48,7 +48,7 @@ def save(model: Module, path: str | os.PathLike) -> None:
     if MODEL_CLASSES.get(name) is not type(model):
         raise TypeError(f"save supports {sorted(MODEL_CLASSES)}, got {name}")
     meta = {"format": FORMAT, "version": VERSION, "class": name, "config": model.config()}
-    arrays = {META_KEY: np.array([json.dumps(meta)])}
+    arrays: dict[str, Any] = {META_KEY: np.array([json.dumps(meta)])}
     arrays.update({PARAM_PREFIX + k: v for k, v in model.params.items()})
     write_atomic(path, lambda f: np.savez(f, **arrays))
 
@@ -168,11 +168,12 @@ def to_torch_state_dict(model: Module, part: str | None = None) -> dict[str, np.
     Parameters
     ----------
     model : Module
-        A GRU gives ``nn.GRU``'s layout; a ready model gives the seed's ``GRUModel`` layout
-        (``gru.*``, ``fc.*``, and ``embed.*`` for :class:`CharLM`).
+        A GRU (LSTM) gives ``nn.GRU``'s (``nn.LSTM``'s) layout; a ready model gives the seed's
+        ``GRUModel`` layout (``gru.*`` or ``lstm.*``, ``fc.*``, and ``embed.*`` for
+        :class:`CharLM`).
     part : str, optional
         Only this child's entries, without its prefix: ``part="gru"`` gives a ready model's
-        GRU in ``nn.GRU``'s layout.
+        GRU in ``nn.GRU``'s layout (``part="lstm"`` an LSTM model's).
     """
     state = model.state_dict()
     if part is None:
@@ -192,12 +193,13 @@ def from_torch_state_dict(state: Mapping, model_class: type | None = None, **kwa
     Parameters
     ----------
     state : mapping of str -> array_like
-        ``nn.GRU`` keys (``weight_ih_l0`` …) or the seed's ``GRUModel`` keys (``gru.*``,
-        ``fc.*``; with ``embed.*``, a :class:`CharLM`). Tensors must be converted first,
-        e.g. ``{k: v.numpy() for k, v in sd.items()}``.
+        ``nn.GRU`` or ``nn.LSTM`` keys (``weight_ih_l0`` …; 3 or 4 gate blocks tell which) or
+        the seed's ``GRUModel`` keys (``gru.*`` or ``lstm.*``, ``fc.*``; with ``embed.*``, a
+        :class:`CharLM`). Tensors must be converted first, e.g.
+        ``{k: v.numpy() for k, v in sd.items()}``.
     model_class : type, optional
-        For ``gru.*``/``fc.*`` dicts: :class:`SequenceRegressor` (default, the seed's model) or
-        :class:`SequenceClassifier`.
+        For ``gru.*``/``lstm.*`` with ``fc.*`` dicts: :class:`SequenceRegressor` (default, the
+        seed's model) or :class:`SequenceClassifier`.
     **kwargs
         Further constructor arguments that names and shapes cannot tell: ``dtype``,
         ``variant``, ``batch_first`` (GRU only), ``dropout``.
@@ -205,15 +207,19 @@ def from_torch_state_dict(state: Mapping, model_class: type | None = None, **kwa
     Raises
     ------
     ValueError
-        If the names or shapes are not those of a supported GRU model.
+        If the names or shapes are not those of a supported GRU or LSTM model.
     """
     if not isinstance(state, Mapping):
         raise TypeError(f"state must be a mapping of name -> array, got {type(state).__name__}")
     state = {str(k): np.asarray(v) for k, v in state.items()}
-    if "gru.weight_ih_l0" not in state:
-        model = GRU(**_gru_arch(state, ""), **kwargs)
+    cell = next((c for c in LAYERS if f"{c}.weight_ih_l0" in state), None)
+    if cell is None:
+        arch = _rnn_arch(state, "")
+        model = LAYERS[arch.pop("cell")](**arch, **kwargs)
     else:
-        arch = _gru_arch(state, "gru.")
+        arch = _rnn_arch(state, f"{cell}.")
+        if arch["cell"] != cell:
+            raise ValueError(f"{cell}.* keys hold a {arch['cell']}'s weights")
         del arch["bias"]  # the ready models always have biases; a bias-free dict fails to load
         out = _shape(state, "fc.weight", 2)[0]
         if "embed.weight" in state:
@@ -231,21 +237,24 @@ def from_torch_state_dict(state: Mapping, model_class: type | None = None, **kwa
     return model
 
 
-def _gru_arch(state: dict, prefix: str) -> dict:
-    """Sizes, layers, direction and bias of the GRU whose keys start with ``prefix``."""
+def _rnn_arch(state: dict, prefix: str) -> dict:
+    """Cell, sizes, layers, direction and bias of the recurrent layer whose keys start with
+    ``prefix``; the cell is told by its gate count (weight rows per hidden unit)."""
     w_ih = _shape(state, f"{prefix}weight_ih_l0", 2)
     w_hh = _shape(state, f"{prefix}weight_hh_l0", 2)
     H = w_hh[1]
-    if w_hh[0] != 3 * H or w_ih[0] != 3 * H:
+    cells = {layer.cell.gates: name for name, layer in LAYERS.items()}
+    if H == 0 or w_hh[0] != w_ih[0] or w_hh[0] % H or w_hh[0] // H not in cells:
         raise ValueError(
-            f"{prefix}weight_ih_l0 {w_ih} and {prefix}weight_hh_l0 {w_hh} are not a GRU's "
-            "(3·hidden_size rows: gates r, z, n); an LSTM has 4 blocks"
+            f"{prefix}weight_ih_l0 {w_ih} and {prefix}weight_hh_l0 {w_hh} are neither a GRU's "
+            "(3·hidden_size rows: gates r, z, n) nor an LSTM's (4·hidden_size: i, f, g, o)"
         )
     pattern = re.compile(re.escape(prefix) + r"weight_ih_l(\d+)$")
     layers = sorted(int(m.group(1)) for k in state if (m := pattern.match(k)))
     if layers != list(range(len(layers))):
-        raise ValueError(f"GRU layers must be numbered 0, 1, …; found {layers}")
-    return dict(input_size=w_ih[1], hidden_size=H, num_layers=len(layers),
+        raise ValueError(f"layers must be numbered 0, 1, …; found {layers}")
+    return dict(cell=cells[w_hh[0] // H], input_size=w_ih[1], hidden_size=H,
+                num_layers=len(layers),
                 bias=f"{prefix}bias_ih_l0" in state,
                 bidirectional=f"{prefix}weight_ih_l0_reverse" in state)
 

@@ -76,6 +76,8 @@ class LSTM(Recurrent):
         Seeds the initialisation ``U(−1/√H, 1/√H)`` and the dropout masks.
     """
 
+    cell = LSTM_CELL
+
     def __init__(
         self,
         input_size: int,
@@ -142,7 +144,7 @@ class LSTM(Recurrent):
         -------
         (h, c) : tuple of ndarray, shape (num_layers, B, H)
         """
-        return self._step(x, _pair("hx", hx), _pair("out", out))
+        return tuple(self._step(x, _pair("hx", hx) or (None, None), _pair("out", out) or (None, None)))
 
     __call__ = forward
 

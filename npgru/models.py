@@ -1,4 +1,5 @@
-"""Ready models: a GRU and a linear head, with their loss, metrics and checks of the data.
+"""Ready models: a recurrent layer (GRU or LSTM) and a linear head, with their loss, metrics and
+checks of the data.
 
 - :class:`SequenceRegressor`: the seed's ``GRUModel`` — ``nn.GRU(batch_first=True)`` and an
   ``nn.Linear`` on the last step's output, mean squared error; same state-dict keys.
@@ -9,6 +10,12 @@ Every model is one :class:`~npgru.module.Module` (one flat parameter and gradien
 ``(B, T, ·)`` batch-first input and per-sequence ``lengths`` for right-padded batches, and has
 the same surface: ``forward``/``backward``, ``loss_and_grad``, ``evaluate``, ``predict``,
 ``check_data`` and ``config`` (so ``type(m)(**m.config())`` rebuilds the architecture).
+
+``cell="gru"`` (default) or ``"lstm"`` chooses the recurrent layer from :data:`LAYERS`; its
+state-dict keys sit under the cell's name (``gru.*`` or ``lstm.*``, as a PyTorch model with a
+``self.gru = nn.GRU(...)`` or ``self.lstm = nn.LSTM(...)`` attribute), and ``model.rnn`` is the
+layer (also ``model.gru`` / ``model.lstm``). An LSTM model's ``h0`` and ``last_state`` are
+``(h, c)`` pairs. :data:`MODELS` names every class that files, the CLI and exporters rebuild.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from ._checks import (
     check_int_range,
     check_positive_int,
 )
+from ._registry import Registry
 from .gru import GRU
 from .layers import Dropout, Embedding, Linear, as_token_ids
 from .losses import (
@@ -38,7 +46,13 @@ from .losses import (
     softmax,
     softmax_cross_entropy,
 )
+from .lstm import LSTM
 from .module import Module
+
+#: recurrent layers by cell name: what ``cell=`` (and ``npgru … --cell``) accepts
+LAYERS: Registry = Registry("cell")
+LAYERS.register("gru", GRU)
+LAYERS.register("lstm", LSTM)
 
 
 def child_seeds(seed: int | None, n: int) -> list[int | None]:
@@ -48,32 +62,41 @@ def child_seeds(seed: int | None, n: int) -> list[int | None]:
     return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
-class _GRUModel(Module):
+class _RecurrentModel(Module):
     """What every ready model shares; subclasses say how a batch becomes a loss."""
 
     #: True when the loss is per time step (then training can cut sequences into windows)
     per_step: bool = False
 
-    def _build(self, body: dict[str, Module], gru: GRU, fc: Linear, dropout: float,
+    def _build(self, body: dict[str, Module], rnn, fc: Linear, dropout: float,
                seed: int | None) -> None:
-        self.gru, self.fc = gru, fc
+        self.rnn, self.fc = rnn, fc
+        setattr(self, self.cell, rnn)  # model.gru / model.lstm, as the state-dict keys
         self.drop = Dropout(dropout, dtype=self.dtype, seed=seed)
         # the dropout layer has no parameters; adopting it only makes train()/eval() reach it
-        self._adopt({**body, "gru": gru, "drop": self.drop, "fc": fc})
+        self._adopt({**body, self.cell: rnn, "drop": self.drop, "fc": fc})
         self.last_state: np.ndarray | None = None
         self._cache = None
 
-    def _gru_kwargs(self) -> dict:
-        return dict(num_layers=self.num_layers, batch_first=True, bidirectional=self.bidirectional,
-                    dropout=self.dropout, variant=self.variant, dtype=self.dtype)
+    def _rnn(self, input_size: int, seed: int | None):
+        """The recurrent layer ``cell`` names, batch-first, sized and seeded."""
+        variant = {"variant": self.variant} if self.cell == "gru" else {}
+        return LAYERS[self.cell](input_size, self.hidden_size, num_layers=self.num_layers,
+                                 batch_first=True, bidirectional=self.bidirectional,
+                                 dropout=self.dropout, dtype=self.dtype, seed=seed, **variant)
 
     def _common_config(self) -> dict:
         return dict(num_layers=self.num_layers, bidirectional=self.bidirectional,
-                    dropout=self.dropout, variant=self.variant, dtype=self.dtype.name,
-                    seed=self.seed)
+                    dropout=self.dropout, variant=self.variant, cell=self.cell,
+                    dtype=self.dtype.name, seed=self.seed)
 
-    def _store_common(self, num_layers, bidirectional, dropout, variant, dtype, seed) -> None:
+    def _store_common(self, num_layers, bidirectional, dropout, variant, cell, dtype,
+                      seed) -> None:
         self.num_layers = check_positive_int("num_layers", num_layers)
+        LAYERS.resolve(cell)  # ValueError naming the known cells
+        if cell != "gru" and variant != "torch":
+            raise ValueError(f"variant={variant!r} is a GRU setting; cell={cell!r} takes none")
+        self.cell = cell
         self.bidirectional, self.dropout, self.variant = bool(bidirectional), dropout, variant
         if seed is not None:
             check_int_range("seed", seed, 0)
@@ -162,19 +185,19 @@ class _GRUModel(Module):
         return f"{type(self).__name__}({args})"
 
 
-class _LastOutputModel(_GRUModel):
+class _LastOutputModel(_RecurrentModel):
     """GRU over the sequence, then a linear head on each sequence's own last valid output."""
 
     def __init__(self, input_size, hidden_size, out_features, num_layers, bidirectional,
-                 dropout, variant, dtype, seed) -> None:
+                 dropout, variant, cell, dtype, seed) -> None:
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
-        self._store_common(num_layers, bidirectional, dropout, variant, dtype, seed)
-        s_gru, s_fc, s_drop = child_seeds(self.seed, 3)
-        gru = GRU(self.input_size, self.hidden_size, seed=s_gru, **self._gru_kwargs())
-        fc = Linear(self.hidden_size * gru.num_directions, out_features, dtype=self.dtype,
+        self._store_common(num_layers, bidirectional, dropout, variant, cell, dtype, seed)
+        s_rnn, s_fc, s_drop = child_seeds(self.seed, 3)
+        rnn = self._rnn(self.input_size, s_rnn)
+        fc = Linear(self.hidden_size * rnn.num_directions, out_features, dtype=self.dtype,
                     seed=s_fc)
-        self._build({}, gru, fc, dropout, s_drop)
+        self._build({}, rnn, fc, dropout, s_drop)
 
     def forward(self, X, lengths=None, h0=None) -> np.ndarray:
         """``X`` ``(B, T, input_size)`` → head output ``(B, out)`` from each last valid step.
@@ -182,7 +205,7 @@ class _LastOutputModel(_GRUModel):
         ``h0`` ``(num_layers·dirs, B, H)`` is optional (zeros); the final states are kept in
         :attr:`last_state`.
         """
-        out, self.last_state = self.gru.forward(X, h0, lengths)
+        out, self.last_state = self.rnn.forward(X, h0, lengths)
         B, T, _ = out.shape
         last = np.full(B, T - 1) if lengths is None else as_lengths(lengths, B, T) - 1
         rows = np.arange(B)
@@ -206,7 +229,7 @@ class _LastOutputModel(_GRUModel):
         dlast = self.drop.backward(self.fc.backward(dout))
         dseq = np.zeros(shape, dtype=self.dtype)
         dseq[rows, last] = dlast
-        return self.gru.backward(dseq, dh_n)
+        return self.rnn.backward(dseq, dh_n)
 
     def check_data(self, X, y=None, lengths=None):
         """Validate a data set once: ``X`` ``(N, T, input_size)`` finite, ``y`` and ``lengths``.
@@ -250,17 +273,21 @@ class SequenceRegressor(_LastOutputModel):
     dropout : float, default 0.0
         Dropout on every GRU layer's output (between layers and before the head), training only.
     variant : {"torch", "classic"}, default "torch"
+        The GRU's equations (``cell="gru"`` only).
     dtype : float32 or float64, default float32
     seed : int or None
         Seeds the initialisation and the dropout masks.
+    cell : {"gru", "lstm"}, default "gru"
+        The recurrent layer; its keys sit under ``gru.`` or ``lstm.``.
     """
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int = 1,
                  num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0,
-                 variant: str = "torch", dtype=np.float32, seed: int | None = None) -> None:
+                 variant: str = "torch", dtype=np.float32, seed: int | None = None,
+                 cell: str = "gru") -> None:
         self.output_size = check_positive_int("output_size", output_size)
         super().__init__(input_size, hidden_size, self.output_size, num_layers, bidirectional,
-                         dropout, variant, dtype, seed)
+                         dropout, variant, cell, dtype, seed)
 
     def _check_targets(self, y) -> np.ndarray:
         # a 1-D target is accepted for one output, as (N,) is how a single target is usually kept
@@ -290,16 +317,17 @@ class SequenceClassifier(_LastOutputModel):
     ----------
     input_size, hidden_size : int
     num_classes : int
-    num_layers, bidirectional, dropout, variant, dtype, seed
+    num_layers, bidirectional, dropout, variant, dtype, seed, cell
         As :class:`SequenceRegressor`.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_classes: int,
                  num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0,
-                 variant: str = "torch", dtype=np.float32, seed: int | None = None) -> None:
+                 variant: str = "torch", dtype=np.float32, seed: int | None = None,
+                 cell: str = "gru") -> None:
         self.num_classes = check_positive_int("num_classes", num_classes)
         super().__init__(input_size, hidden_size, self.num_classes, num_layers, bidirectional,
-                         dropout, variant, dtype, seed)
+                         dropout, variant, cell, dtype, seed)
 
     def _check_targets(self, y) -> np.ndarray:
         return check_class_ids("y", y, self.num_classes, (len(y),))
@@ -323,7 +351,7 @@ class SequenceClassifier(_LastOutputModel):
                     num_classes=self.num_classes, **self._common_config())
 
 
-class CharLM(_GRUModel):
+class CharLM(_RecurrentModel):
     """A character (token) language model: embedding → GRU → linear head on every step.
 
     ``X`` and ``y`` are integer token ids ``(B, T)``, ``y`` the next token of each position.
@@ -332,7 +360,7 @@ class CharLM(_GRUModel):
     Parameters
     ----------
     vocab_size, embed_dim, hidden_size : int
-    num_layers, bidirectional, dropout, variant, dtype, seed
+    num_layers, bidirectional, dropout, variant, dtype, seed, cell
         As :class:`SequenceRegressor` (a bidirectional model sees the future: it cannot
         generate).
     """
@@ -341,18 +369,18 @@ class CharLM(_GRUModel):
 
     def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, variant: str = "torch",
-                 dtype=np.float32, seed: int | None = None) -> None:
+                 dtype=np.float32, seed: int | None = None, cell: str = "gru") -> None:
         self.vocab_size = check_positive_int("vocab_size", vocab_size)
         self.embed_dim = check_positive_int("embed_dim", embed_dim)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
-        self._store_common(num_layers, bidirectional, dropout, variant, dtype, seed)
-        s_emb, s_gru, s_fc, s_drop = child_seeds(self.seed, 4)
+        self._store_common(num_layers, bidirectional, dropout, variant, cell, dtype, seed)
+        s_emb, s_rnn, s_fc, s_drop = child_seeds(self.seed, 4)
         embed = Embedding(self.vocab_size, self.embed_dim, dtype=self.dtype, seed=s_emb)
-        gru = GRU(self.embed_dim, self.hidden_size, seed=s_gru, **self._gru_kwargs())
-        fc = Linear(self.hidden_size * gru.num_directions, self.vocab_size, dtype=self.dtype,
+        rnn = self._rnn(self.embed_dim, s_rnn)
+        fc = Linear(self.hidden_size * rnn.num_directions, self.vocab_size, dtype=self.dtype,
                     seed=s_fc)
         self.embed = embed
-        self._build({"embed": embed}, gru, fc, dropout, s_drop)
+        self._build({"embed": embed}, rnn, fc, dropout, s_drop)
 
     def forward(self, X, lengths=None, h0=None) -> np.ndarray:
         """Token ids ``(B, T)`` → next-token logits ``(B, T, vocab_size)``.
@@ -363,7 +391,7 @@ class CharLM(_GRUModel):
         ids = as_token_ids("X", X, self.vocab_size)
         if ids.ndim != 2:
             raise ValueError(f"X must be (B, T) token ids, got shape {ids.shape}")
-        out, self.last_state = self.gru.forward(self.embed.forward(ids), h0, lengths)
+        out, self.last_state = self.rnn.forward(self.embed.forward(ids), h0, lengths)
         self._cache = True
         return self.fc.forward(self.drop.forward(out))
 
@@ -381,7 +409,7 @@ class CharLM(_GRUModel):
             raise StateError("backward needs a preceding forward: call forward(X) first")
         self._cache = None
         dseq = self.drop.backward(self.fc.backward(dlogits))
-        demb, dh0 = self.gru.backward(dseq, dh_n)
+        demb, dh0 = self.rnn.backward(dseq, dh_n)
         self.embed.backward(demb)
         return None, dh0
 
@@ -480,3 +508,9 @@ def _eval_mode(model: Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
+
+
+#: every class a model file, the CLI and the exporters rebuild by name
+MODELS: Registry = Registry("model class")
+for _cls in (GRU, LSTM, SequenceRegressor, SequenceClassifier, CharLM):
+    MODELS.register(_cls.__name__, _cls)

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from ._checks import InputValueError, check_float_dtype
+from ._checks import InputTypeError, InputValueError, check_float_dtype
 
 
 class Module:
@@ -65,10 +65,22 @@ class Module:
             offset += v.size
 
     def _rebind(self, owner: Module, prefix: str) -> None:
-        """Point this module's (and its children's) views into ``owner``'s flat vectors."""
-        self.flat_params, self.flat_grads = owner.flat_params, owner.flat_grads
+        """Point this module's (and its children's) views into ``owner``'s flat vectors.
+
+        The module's own ``flat_params``/``flat_grads`` become exactly its slice of the
+        owner's (its parameters lie there contiguously, in order), so an optimizer or a norm
+        given the child touches the child's parameters and nothing else.
+        """
         self.params = {n: owner.params[prefix + n] for n in self.params}
         self.grads = {n: owner.grads[prefix + n] for n in self.grads}
+        size = sum(int(p.size) for p in self.params.values())
+        start = 0
+        if self.params:
+            first = next(iter(self.params.values()))
+            start = (first.__array_interface__["data"][0]
+                     - owner.flat_params.__array_interface__["data"][0]) // self.dtype.itemsize
+        self.flat_params = owner.flat_params[start : start + size]
+        self.flat_grads = owner.flat_grads[start : start + size]
         for name, child in self._children.items():
             child._rebind(owner, f"{prefix}{name}.")
 
@@ -100,11 +112,12 @@ class Module:
             If ``state`` is not a mapping or a value is not real numeric.
         """
         if not isinstance(state, Mapping):
-            raise TypeError(f"state must be a mapping of name -> array, got {type(state).__name__}")
+            raise InputTypeError(
+                f"state must be a mapping of name -> array, got {type(state).__name__}")
         missing = [k for k in self.params if k not in state]
         extra = [k for k in state if k not in self.params]
         if missing or extra:
-            raise ValueError(
+            raise InputValueError(
                 f"state dict does not match {type(self).__name__}: "
                 f"missing keys {missing}, unexpected keys {extra}"
             )
@@ -112,9 +125,9 @@ class Module:
         for name, p in self.params.items():
             v = np.asarray(state[name])
             if v.dtype.kind not in "biuf":
-                raise TypeError(f"state[{name!r}] must be real numeric, got dtype {v.dtype}")
+                raise InputTypeError(f"state[{name!r}] must be real numeric, got dtype {v.dtype}")
             if v.shape != p.shape:
-                raise ValueError(
+                raise InputValueError(
                     f"state[{name!r}] has shape {v.shape}, expected {p.shape}"
                 )
             with np.errstate(over="ignore"):  # an overflow is what the check below reports

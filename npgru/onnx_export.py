@@ -1,7 +1,8 @@
-"""ONNX export of the GRU layer and the ready models, for ONNX runtimes on servers and devices.
+"""ONNX export of the recurrent layers and the ready models, for ONNX runtimes on servers and
+devices.
 
-The graph uses standard operators only: ``Gather`` for an embedding, one ``GRU`` node per layer
-(both directions in one node), ``Gemm``/``MatMul`` for the head, and ``GatherND`` to pick each
+The graph uses standard operators only: ``Gather`` for an embedding, one ``GRU`` or ``LSTM``
+node per layer (both directions in one node), ``Gemm``/``MatMul`` for the head, and ``GatherND`` to pick each
 sequence's last valid output. The layout facts (from the ONNX operator specification of
 ``GRU`` and PyTorch's own exporter):
 
@@ -12,6 +13,9 @@ sequence's last valid output. The layout facts (from the ONNX operator specifica
   hidden matmul) is ``linear_before_reset=0``, but ONNX updates ``H = (1−z)⊙h̃ + z⊙H_prev``
   while classic updates ``h = (1−z)⊙h_prev + z⊙h̃``: the classic ``z`` is ONNX's ``1 − z``.
   Since ``1 − σ(a) = σ(−a)``, the z-blocks of the weights and biases are exported negated.
+- The ONNX ``LSTM`` stacks its gates ``i, o, f, c``; npgru (as PyTorch) ``i, f, g, o``: the
+  row blocks are reordered the same way, ``B`` is ``[dirs, 8H]``, and ``c`` travels as the
+  operator's ``initial_c`` / ``Y_c``.
 - ``Y`` is ``[T, dirs, B, H]``; the layer output ``(T, B, dirs·H)`` is ``Y`` transposed to
   ``[T, B, dirs, H]`` and reshaped.
 
@@ -28,14 +32,22 @@ import numpy as np
 
 from ._atomic import write_atomic
 from ._checks import check_int_range
-from .gru import GRU
-from .models import CharLM, SequenceClassifier, SequenceRegressor
+from .models import MODELS, CharLM
 from .module import Module
+from .recurrence import Recurrent
 
 #: the default opset: GatherND's ``batch_dims`` needs 12; 17 is what current runtimes all run
 DEFAULT_OPSET = 17
 
-_SUPPORTED = (GRU, SequenceRegressor, SequenceClassifier, CharLM)
+_SUPPORTED = tuple(MODELS.values())
+
+#: per cell: the ONNX operator, npgru's gate blocks in the operator's order, the blocks whose
+#: sign flips (a classic GRU's z is ONNX's 1 − z, and 1 − σ(a) = σ(−a)), and the attributes
+ONNX_CELLS = {
+    "gru": ("GRU", (1, 0, 2), (), {"linear_before_reset": 1}),
+    "gru_classic": ("GRU", (1, 0, 2), (1,), {"linear_before_reset": 0}),
+    "lstm": ("LSTM", (0, 3, 1, 2), (), {}),
+}
 
 
 def export_onnx(
@@ -54,7 +66,7 @@ def export_onnx(
 
     Parameters
     ----------
-    model : GRU, SequenceRegressor, SequenceClassifier or CharLM
+    model : GRU, LSTM, SequenceRegressor, SequenceClassifier or CharLM
     path : str or path-like
         Written atomically (a temporary file in the same directory, then renamed).
     lengths : bool, default False
@@ -64,8 +76,8 @@ def export_onnx(
         regressor/classifier read each sequence's last valid output. Without it every sequence
         runs all ``T`` steps.
     initial_state : bool, default False
-        Add an input ``h0`` (float32, ``(num_layers·dirs, B, H)``); without it states start at
-        zero.
+        Add an input ``h0`` (float32, ``(num_layers·dirs, B, H)``; and ``c0`` for an LSTM);
+        without it states start at zero.
     opset : int, default 17
         ONNX opset version, at least 12.
 
@@ -73,9 +85,10 @@ def export_onnx(
     -----
     Inputs, in order: ``input`` — float32 ``(T, B, D)`` for a GRU (``(B, T, D)`` with
     ``batch_first``), float32 ``(B, T, D)`` for the regressor/classifier, int64 token ids
-    ``(B, T)`` for CharLM — then ``lengths`` and ``h0`` when asked for. Outputs: ``output`` and
-    ``h_n`` for a GRU (as :meth:`GRU.forward`), ``output`` (predictions ``(B, out)``, logits
-    ``(B, num_classes)`` or ``(B, T, vocab_size)``) and ``h_n`` for the ready models.
+    ``(B, T)`` for CharLM — then ``lengths`` and ``h0`` (``c0``) when asked for. Outputs:
+    ``output`` and ``h_n`` (and ``c_n`` for an LSTM) for a layer (as its ``forward``),
+    ``output`` (predictions ``(B, out)``, logits ``(B, num_classes)`` or ``(B, T, vocab_size)``)
+    and ``h_n`` (``c_n``) for the ready models.
 
     Raises
     ------
@@ -92,19 +105,20 @@ def export_onnx(
     opset = check_int_range("opset (GatherND batch_dims needs 12)", opset, 12)
     onnx = _import_onnx()
     graph = _Graph(onnx)
-    gru = model if isinstance(model, GRU) else model.gru
+    rnn = model if isinstance(model, Recurrent) else model.rnn
     inputs = [_input_info(onnx, model)]
-    seq_lens = h0 = None
+    seq_lens = None
     if lengths:
         inputs.append(onnx.helper.make_tensor_value_info("lengths", onnx.TensorProto.INT64, ["B"]))
         seq_lens = graph.node("Cast", ["lengths"], to=onnx.TensorProto.INT32)
-    h_n_dims = [gru.num_layers * gru.num_directions, "B", gru.hidden_size]
+    state_dims = [rnn.num_layers * rnn.num_directions, "B", rnn.hidden_size]
+    states = rnn.cell.states  # ("h",) or ("h", "c")
     if initial_state:
-        inputs.append(onnx.helper.make_tensor_value_info("h0", onnx.TensorProto.FLOAT, h_n_dims))
-        h0 = "h0"
+        inputs += [onnx.helper.make_tensor_value_info(f"{s}0", onnx.TensorProto.FLOAT, state_dims)
+                   for s in states]
 
-    if isinstance(model, GRU):
-        x = graph.node("Transpose", ["input"], perm=[1, 0, 2]) if gru.batch_first else "input"
+    if isinstance(model, Recurrent):
+        x = graph.node("Transpose", ["input"], perm=[1, 0, 2]) if rnn.batch_first else "input"
     elif isinstance(model, CharLM):
         # look up the time-major ids, so the GRU gets (T, B, E) without a float transpose
         ids = graph.node("Transpose", ["input"], perm=[1, 0])
@@ -112,10 +126,11 @@ def export_onnx(
                        axis=0)
     else:
         x = graph.node("Transpose", ["input"], perm=[1, 0, 2])
-    y, h_n = _gru_stack(graph, gru, x, seq_lens, h0)
+    y, finals = _rnn_stack(graph, rnn, x, seq_lens,
+                           [f"{s}0" for s in states] if initial_state else None)
 
-    if isinstance(model, GRU):
-        y = graph.node("Transpose", [y], perm=[1, 0, 2]) if gru.batch_first else y
+    if isinstance(model, Recurrent):
+        y = graph.node("Transpose", [y], perm=[1, 0, 2]) if rnn.batch_first else y
     else:
         y = graph.node("Transpose", [y], perm=[1, 0, 2])  # (B, T, F): the models are batch-first
         if isinstance(model, CharLM):
@@ -124,12 +139,12 @@ def export_onnx(
             last = _last_output(graph, y, "lengths" if lengths else None)
             y = _linear(graph, model, last, rank=2)
     graph.node("Identity", [y], out="output")
-    graph.node("Identity", [h_n], out="h_n")
-
     outputs = [
-        onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, _output_dims(model)),
-        onnx.helper.make_tensor_value_info("h_n", onnx.TensorProto.FLOAT, h_n_dims),
-    ]
+        onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, _output_dims(model))]
+    for s, final in zip(states, finals, strict=True):
+        graph.node("Identity", [final], out=f"{s}_n")
+        outputs.append(onnx.helper.make_tensor_value_info(f"{s}_n", onnx.TensorProto.FLOAT,
+                                                          state_dims))
     proto = onnx.helper.make_model(
         onnx.helper.make_graph(graph.nodes, type(model).__name__, inputs, outputs,
                                initializer=graph.initializers),
@@ -141,36 +156,38 @@ def export_onnx(
     write_atomic(path, lambda f: f.write(data))
 
 
-def onnx_gru_weights(gru: GRU, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """One layer's ``W``, ``R``, ``B`` in the ONNX ``GRU`` layout (float32).
+def onnx_rnn_weights(rnn: Recurrent, layer: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One layer's ``W``, ``R``, ``B`` in the layout of the cell's ONNX operator (float32).
 
     Parameters
     ----------
-    gru : GRU
+    rnn : GRU or LSTM
     layer : int
 
     Returns
     -------
-    W : ndarray, shape (dirs, 3H, D)
-    R : ndarray, shape (dirs, 3H, H)
-    B : ndarray, shape (dirs, 6H), or None
-        ``None`` for a GRU without bias (ONNX then uses zeros).
+    W : ndarray, shape (dirs, GH, D)
+    R : ndarray, shape (dirs, GH, H)
+    B : ndarray, shape (dirs, 2GH), or None
+        ``None`` for a layer without bias (ONNX then uses zeros).
     """
-    H = gru.hidden_size
-    # rows [r, z, n] -> [z, r, n]; for classic also negate z (ONNX's z is classic's 1 - z)
-    order = np.r_[H : 2 * H, 0:H, 2 * H : 3 * H]
-    sign = np.ones((3 * H, 1), dtype=np.float32)
-    if gru.variant == "classic":
-        sign[:H] = -1.0
+    H = rnn.hidden_size
+    _, blocks_order, negated, _ = ONNX_CELLS[rnn.cell.name]
+    order = np.concatenate([np.arange(k * H, (k + 1) * H) for k in blocks_order])
+    sign = np.ones((len(order), 1), dtype=np.float32)
+    for k in negated:
+        at = blocks_order.index(k)
+        sign[at * H : (at + 1) * H] = -1.0
 
     def blocks(name: str) -> np.ndarray:
         return np.stack([
-            gru.params[f"{name}{sfx}"].reshape(3 * H, -1)[order].astype(np.float32) * sign
-            for sfx in gru._suffixes(layer)
+            rnn.params[f"{name}{sfx}"].reshape(len(order), -1)[order].astype(np.float32) * sign
+            for sfx in rnn._suffixes(layer)
         ])
 
     W, R = blocks("weight_ih"), blocks("weight_hh")
-    B = np.concatenate([blocks("bias_ih"), blocks("bias_hh")], axis=1)[..., 0] if gru.bias else None
+    B = np.concatenate([blocks("bias_ih"), blocks("bias_hh")], axis=1)[..., 0] if rnn.bias else None
     return W, R, B
 
 
@@ -205,33 +222,35 @@ class _Graph:
         return name
 
 
-def _gru_stack(graph: _Graph, gru: GRU, x: str, seq_lens: str | None,
-               h0: str | None) -> tuple[str, str]:
-    """GRU nodes, one per layer, on time-major ``x``; returns ``(Y (T, B, dirs·H), h_n)``."""
-    dirs, H = gru.num_directions, gru.hidden_size
-    direction = "bidirectional" if gru.bidirectional else "forward"
-    states = []
-    for k in range(gru.num_layers):
-        W, R, B = onnx_gru_weights(gru, k)
-        inputs = [x, graph.const(f"gru.W_l{k}", W), graph.const(f"gru.R_l{k}", R),
-                  graph.const(f"gru.B_l{k}", B) if B is not None else "", seq_lens or ""]
-        if h0 is not None:
-            inputs.append(graph.node("Slice", [
-                h0, graph.const(f"h0.start_l{k}", np.array([k * dirs])),
-                graph.const(f"h0.end_l{k}", np.array([(k + 1) * dirs])),
-                graph.const(f"h0.axis_l{k}", np.array([0])),
-            ]))
-        y, y_h = graph.node("GRU", inputs, n_out=2, hidden_size=H, direction=direction,
-                            linear_before_reset=int(gru.variant == "torch"))
+def _rnn_stack(graph: _Graph, rnn: Recurrent, x: str, seq_lens: str | None,
+               initial: list[str] | None) -> tuple[str, list[str]]:
+    """One ``GRU``/``LSTM`` node per layer on time-major ``x``; returns ``(Y (T, B, dirs·H),
+    final states)`` (``h_n``, and ``c_n`` for an LSTM)."""
+    dirs, H = rnn.num_directions, rnn.hidden_size
+    op, _, _, attrs = ONNX_CELLS[rnn.cell.name]
+    n_states = len(rnn.cell.states)
+    direction = "bidirectional" if rnn.bidirectional else "forward"
+    finals: list[list[str]] = [[] for _ in range(n_states)]
+    for k in range(rnn.num_layers):
+        W, R, B = onnx_rnn_weights(rnn, k)
+        inputs = [x, graph.const(f"rnn.W_l{k}", W), graph.const(f"rnn.R_l{k}", R),
+                  graph.const(f"rnn.B_l{k}", B) if B is not None else "", seq_lens or ""]
+        if initial is not None:
+            bounds = [graph.const(f"state.start_l{k}", np.array([k * dirs])),
+                      graph.const(f"state.end_l{k}", np.array([(k + 1) * dirs])),
+                      graph.const(f"state.axis_l{k}", np.array([0]))]
+            inputs += [graph.node("Slice", [s, *bounds]) for s in initial]
+        y, *last = graph.node(op, inputs, n_out=1 + n_states, hidden_size=H,
+                              direction=direction, **attrs)
+        for f, v in zip(finals, last, strict=True):
+            f.append(v)
         # Y is [T, dirs, B, H]; the layer's output is (T, B, dirs·H), forward half first
         if dirs == 1:
             x = graph.node("Squeeze", [y, graph.const(f"axis1_l{k}", np.array([1]))])
         else:
             y = graph.node("Transpose", [y], perm=[0, 2, 1, 3])
             x = graph.node("Reshape", [y, graph.const(f"shape_l{k}", np.array([0, 0, dirs * H]))])
-        states.append(y_h)
-    h_n = states[0] if len(states) == 1 else graph.node("Concat", states, axis=0)
-    return x, h_n
+    return x, [f[0] if len(f) == 1 else graph.node("Concat", f, axis=0) for f in finals]
 
 
 def _last_output(graph: _Graph, y: str, lengths: str | None) -> str:
@@ -257,14 +276,14 @@ def _linear(graph: _Graph, model: Module, x: str, rank: int) -> str:
 def _input_info(onnx: Any, model: Module) -> Any:
     if isinstance(model, CharLM):
         return onnx.helper.make_tensor_value_info("input", onnx.TensorProto.INT64, ["B", "T"])
-    time_major = isinstance(model, GRU) and not model.batch_first
+    time_major = isinstance(model, Recurrent) and not model.batch_first
     dims = ["T", "B"] if time_major else ["B", "T"]
     return onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT,
                                               [*dims, model.input_size])
 
 
 def _output_dims(model: Module) -> list:
-    if isinstance(model, GRU):
+    if isinstance(model, Recurrent):
         width = model.num_directions * model.hidden_size
         return ["B", "T", width] if model.batch_first else ["T", "B", width]
     if isinstance(model, CharLM):

@@ -397,36 +397,48 @@ class Recurrent(Module):
 
     # -- streaming ----------------------------------------------------------------------
     def _step(self, x, states, outs):
-        """One time step of every layer; ``states``/``outs`` tuples (or None) of (L, B, H)
-        arrays, one per state of the cell. Returns the new states as a tuple."""
+        """One time step of every layer; ``states``/``outs`` sequences (or None) of (L, B, H)
+        arrays or None, one per state of the cell. Returns the new states as a list."""
         if self.bidirectional:
             raise ValueError(
                 "step() streams forward in time, so it needs bidirectional=False: the reverse "
                 f"direction of a bidirectional {type(self).__name__} needs the whole sequence "
                 "(use forward)"
             )
-        dt, L, H, D = self.dtype, self.num_layers, self.hidden_size, self.input_size
+        dt, D = self.dtype, self.input_size
         # fast path for the common case (right dtype, contiguous); otherwise convert and check
         if not (type(x) is np.ndarray and x.dtype == dt and x.flags.c_contiguous):
             x = as_real_array("x", x, dt, ndim=2)
         if x.ndim != 2 or x.shape[1] != D or x.shape[0] == 0:
             raise ValueError(f"x must have shape (B, {D}) (one step, batch B ≥ 1), got {x.shape}")
         B = x.shape[0]
-        shape = (L, B, H)
-        names = self.cell.states
-        states = (None,) * len(names) if states is None else states
-        outs = (None,) * len(names) if outs is None else outs
-        states = tuple(_stream_in(n, v, dt, shape) for n, v in zip(names, states, strict=True))
-        out_names = ["out"] if len(names) == 1 else [f"out[{j}]" for j in range(len(names))]
-        outs = tuple(_stream_out(n, v, dt, shape) for n, v in zip(out_names, outs, strict=True))
         K = _backend.kernels()
-        st = getattr(self, "_stream", None)
+        st = self._stream
         if st is None or st[0] != B or st[1] is not self.params or st[2] is not K:
             st = self._stream_state(B, K)
         _, _, _, kernel, offs, work, hbuf, wbuf = st
-        if not kernel(x, *states, self.flat_params, offs, *outs, work, hbuf, wbuf):
-            raise ValueError(f"x and {' and '.join(names)} must be finite (no NaN or Inf)")
-        return outs
+        shape = (self.num_layers, B, self.hidden_size)
+        # the common case (states and outs of the right kind) costs one test each, in plain
+        # loops: a step of a small model takes a few µs in all
+        args = [x]
+        for name, v in zip(self.cell.states, states, strict=True):
+            if not (type(v) is np.ndarray and v.dtype == dt and v.flags.c_contiguous
+                    and v.shape == shape):
+                v = _stream_in(name, v, dt, shape)
+            args.append(v)
+        args += (self.flat_params, offs)
+        n = len(states)
+        for k, v in enumerate(outs):
+            if not (type(v) is np.ndarray and v.dtype == dt and v.flags.c_contiguous
+                    and v.flags.writeable and v.shape == shape):
+                v = _stream_out("out" if n == 1 else f"out[{k}]", v, dt, shape)
+            args.append(v)
+        new = args[-n:]
+        args += (work, hbuf, wbuf)
+        if not kernel(*args):
+            names = " and ".join(self.cell.states)
+            raise ValueError(f"x and {names} must be finite (no NaN or Inf)")
+        return new
 
     def _stream_state(self, B: int, K) -> tuple:
         """Scratch buffers, parameter offsets and the kernel for :meth:`_step`, kept while the
@@ -481,8 +493,7 @@ def _stream_out(name: str, v, dt, shape) -> np.ndarray:
         return np.empty(shape, dtype=dt)
     if not (type(v) is np.ndarray and v.dtype == dt and v.flags.c_contiguous):
         raise TypeError(f"{name} must be a C-contiguous {dt} ndarray of shape {shape}")
-    if v.shape != shape:
-        check_shape(name, v, shape)
+    check_shape(name, v, shape)
     if not v.flags.writeable:  # the kernel would fail to compile a write to it
         raise InputValueError(f"{name} must be writeable: it receives the new states, got a "
                               "read-only array")

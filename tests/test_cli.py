@@ -173,3 +173,19 @@ def test_federate_bad_configurations_exit_2(flags, needle, tmp_path):
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], done.stderr
+
+
+def test_federate_and_train_build_the_cell_asked_for(tmp_path):
+    from npgru import load
+
+    assert main(["federate", *FED, "--rounds", "1", "--cell", "lstm", "--out",
+                 str(tmp_path / "fed")]) == 0
+    model = load(tmp_path / "fed" / "model.npz")
+    assert model.cell == "lstm" and "lstm.weight_hh_l0" in model.params
+    assert main(["train", *TINY, "--epochs", "1", "--cell", "lstm", "--out",
+                 str(tmp_path / "train")]) == 0
+    assert load(tmp_path / "train" / "model.npz").config()["cell"] == "lstm"
+    done = _npgru("federate", *FED, "--rounds", "1", "--cell", "lstm", "--variant", "classic",
+                  "--out", str(tmp_path / "bad"))
+    assert done.returncode == 2 and "--variant classic is a GRU setting" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -19,7 +19,7 @@ import npgru
 from npgru.io import from_torch_state_dict, to_torch_state_dict
 from npgru.train import fit
 
-from .torch_reference import require_torch
+from .torch_reference import gru_model, require_torch
 
 TOL = 1e-5
 LENGTHS = np.array([7, 2, 5, 1])
@@ -160,3 +160,47 @@ def test_npgru_gru_to_torch_nn_gru(rng):
     x = rng.standard_normal((6, 2, 3)).astype(np.float32)
     np.testing.assert_allclose(gru.forward(x)[0], ref(torch.from_numpy(x))[0].detach().numpy(),
                                atol=TOL, rtol=0)
+
+
+def test_torch_nn_lstm_both_ways(tmp_path, rng):
+    torch = require_torch()
+    torch.manual_seed(2)
+    ref = torch.nn.LSTM(3, 5, num_layers=2, bidirectional=True)
+    x = rng.standard_normal((6, 4, 3)).astype(np.float32)
+    train_torch(torch, ref, lambda m, x: m(x)[0].square().mean(), torch.from_numpy(x), steps=5)
+    save_torch_npz(torch, ref, tmp_path / "lstm.npz")
+    with np.load(tmp_path / "lstm.npz") as state:
+        lstm = from_torch_state_dict(state)
+    assert isinstance(lstm, npgru.LSTM) and lstm.num_layers == 2 and lstm.bidirectional
+    out, (h_n, c_n) = lstm.forward(x)
+    ref_out, (ref_h, ref_c) = ref(torch.from_numpy(x))
+    for mine, theirs in ((out, ref_out), (h_n, ref_h), (c_n, ref_c)):
+        np.testing.assert_allclose(mine, theirs.detach().numpy(), atol=TOL, rtol=0)
+    back = torch.nn.LSTM(3, 5, num_layers=2, bidirectional=True)
+    back.load_state_dict(to_torch(torch, to_torch_state_dict(lstm)))  # strict: every key
+    np.testing.assert_allclose(back(torch.from_numpy(x))[0].detach().numpy(), out, atol=TOL,
+                               rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["regressor", "classifier", "charlm"])
+def test_lstm_models_both_ways(rng, kind):
+    """``lstm.*`` + ``fc.*`` (+ ``embed.*``) dicts: a PyTorch model with ``self.lstm``."""
+    torch = require_torch()
+    if kind == "charlm":
+        model = npgru.CharLM(9, 4, 6, num_layers=2, cell="lstm", seed=0)
+        ids = rng.integers(0, 9, (3, 5))
+        back = from_torch_state_dict({k: v.copy() for k, v in to_torch_state_dict(model).items()})
+        assert isinstance(back, npgru.CharLM) and back.cell == "lstm"
+        np.testing.assert_array_equal(back.forward(ids), model.forward(ids))
+        return
+    cls = npgru.SequenceRegressor if kind == "regressor" else npgru.SequenceClassifier
+    model = cls(3, 8, 2, num_layers=2, cell="lstm", seed=0)
+    ref = gru_model(torch, model)  # nn.LSTM under "lstm", loaded strictly from npgru's dict
+    X = rng.standard_normal((5, 7, 3)).astype(np.float32)
+    lengths = np.array([7, 3, 1, 6, 2])
+    expected = ref(torch.from_numpy(X), lengths).detach().numpy()
+    np.testing.assert_allclose(model.forward(X, lengths), expected, atol=TOL, rtol=0)
+    back = from_torch_state_dict({k: v.detach().numpy() for k, v in ref.state_dict().items()},
+                                 cls)
+    assert type(back) is cls and back.cell == "lstm"
+    np.testing.assert_allclose(back.forward(X, lengths), expected, atol=TOL, rtol=0)

@@ -22,6 +22,12 @@ MODELS = [
                                                   variant="classic", dtype=np.float64, seed=2),
                  id="classifier"),
     pytest.param(lambda: npgru.CharLM(7, 3, 6, num_layers=2, seed=3), id="charlm"),
+    pytest.param(lambda: npgru.LSTM(3, 4, 2, bidirectional=True, bias=False, seed=4), id="lstm"),
+    pytest.param(lambda: npgru.SequenceRegressor(10, 8, num_layers=2, cell="lstm", seed=5),
+                 id="lstm-regressor"),
+    pytest.param(lambda: npgru.SequenceClassifier(3, 5, 4, bidirectional=True, cell="lstm",
+                                                  dtype=np.float64, seed=6), id="lstm-classifier"),
+    pytest.param(lambda: npgru.CharLM(7, 3, 6, cell="lstm", seed=7), id="lstm-charlm"),
 ]
 
 
@@ -86,7 +92,8 @@ def _damaged_files():
         "object array": (obj.getvalue(), "Object arrays|allow_pickle"),
         "no metadata": (_npz_bytes(None, model.params), "no '__npgru__'"),
         "foreign metadata": (_npz_bytes(_meta(model, format="other"), {}), "does not describe"),
-        "unknown class": (_npz_bytes(_meta(model, **{"class": "LSTM"}), {}), "unknown model class"),
+        "unknown class": (_npz_bytes(_meta(model, **{"class": "Transformer"}), {}),
+                          "unknown model class"),
         "bad config": (_npz_bytes(_meta(model, config={"hidden": 3}), {}), "unexpected keyword"),
         "wrong shape": (_npz_bytes(_meta(model), wrong_shape),
                         r"fc.weight.*shape \(1, 5\), expected \(1, 4\)"),
@@ -115,8 +122,8 @@ def test_wrong_architecture_state_dict_is_refused():
     with pytest.raises(ValueError, match="missing keys.*weight_ih_l1"):
         npgru.SequenceRegressor(3, 4, num_layers=2).load_state_dict(small.state_dict())
     np.testing.assert_array_equal(small.flat_params, before)  # a failed load changes nothing
-    with pytest.raises(ValueError, match="not a GRU's"):
-        from_torch_state_dict({"weight_ih_l0": np.zeros((16, 3)), "weight_hh_l0": np.zeros((16, 4))})
+    with pytest.raises(ValueError, match="neither a GRU's"):  # 5 gate blocks: no such cell
+        from_torch_state_dict({"weight_ih_l0": np.zeros((20, 3)), "weight_hh_l0": np.zeros((20, 4))})
     with pytest.raises(ValueError, match="no 'fc.weight'"):
         from_torch_state_dict({"gru." + k: v for k, v in to_torch_state_dict(small, "gru").items()})
 

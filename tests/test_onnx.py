@@ -9,8 +9,9 @@ import pytest
 
 from npgru import export_onnx
 from npgru.gru import GRU
+from npgru.lstm import LSTM
 from npgru.models import CharLM, SequenceClassifier, SequenceRegressor
-from npgru.onnx_export import onnx_gru_weights
+from npgru.onnx_export import onnx_rnn_weights
 
 from .conftest import require
 
@@ -63,10 +64,10 @@ def test_onnx_equations_match_npgru(variant, rng):
     np.testing.assert_allclose(1.0 - _sigmoid(a), _sigmoid(-a), atol=1e-15)
     gru = GRU(3, 5, variant=variant, dtype=np.float64, seed=0)
     x = rng.standard_normal((7, 2, 3))
-    W, R, B = onnx_gru_weights(gru, 0)
+    W, R, B = onnx_rnn_weights(gru, 0)
     expected = gru.forward(x)[1][0]
     got = onnx_gru_reference(x, W, R, B, linear_before_reset=variant == "torch")
-    # onnx_gru_weights rounds to float32, hence the float32-sized tolerance
+    # onnx_rnn_weights rounds to float32, hence the float32-sized tolerance
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
@@ -178,3 +179,76 @@ def test_errors(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"pip install npgru\[onnx\]"):
         export_onnx(GRU(2, 3), tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def onnx_lstm_reference(x, W, R, B):
+    """The ONNX ``LSTM`` operator's equations (no peepholes) for one forward direction, from its
+    spec: blocks in the order i, o, f, c; ``Ct = ft ⊙ Ct-1 + it ⊙ ct``, ``Ht = ot ⊙ tanh(Ct)``."""
+    H = R.shape[-1]
+    Wi, Wo, Wf, Wc = np.split(W[0], 4)
+    Ri, Ro, Rf, Rc = np.split(R[0], 4)
+    Wbi, Wbo, Wbf, Wbc, Rbi, Rbo, Rbf, Rbc = np.split(B[0], 8)
+    h = c = np.zeros((x.shape[1], H))
+    for xt in x:
+        i = _sigmoid(xt @ Wi.T + h @ Ri.T + Wbi + Rbi)
+        f = _sigmoid(xt @ Wf.T + h @ Rf.T + Wbf + Rbf)
+        ct = np.tanh(xt @ Wc.T + h @ Rc.T + Wbc + Rbc)
+        o = _sigmoid(xt @ Wo.T + h @ Ro.T + Wbo + Rbo)
+        c = f * c + i * ct
+        h = o * np.tanh(c)
+    return h, c
+
+
+def test_onnx_lstm_equations_match_npgru(rng):
+    """npgru's i, f, g, o blocks, reordered for ONNX, give npgru's states under the spec."""
+    lstm = LSTM(3, 5, dtype=np.float64, seed=0)
+    x = rng.standard_normal((4, 2, 3))
+    h, c = onnx_lstm_reference(x, *onnx_rnn_weights(lstm, 0))
+    _, (h_n, c_n) = lstm.forward(x)
+    np.testing.assert_allclose(h, h_n[0], atol=1e-6, rtol=0)  # float32 weights
+    np.testing.assert_allclose(c, c_n[0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_lstm_matches_onnxruntime(tmp_path, rng, bidirectional, with_lengths, batch_first):
+    onnx = require("onnx")
+    lstm = LSTM(5, 7, num_layers=2, bidirectional=bidirectional, batch_first=batch_first, seed=1)
+    T, Bn = 6, len(LENGTHS)
+    x = rng.standard_normal((Bn, T, 5) if batch_first else (T, Bn, 5)).astype(np.float32)
+    h0, c0 = rng.standard_normal((2, 2 * lstm.num_directions, Bn, 7)).astype(np.float32)
+    path = tmp_path / "lstm.onnx"
+    export_onnx(lstm, path, lengths=with_lengths, initial_state=True)
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("LSTM") == 2
+    feeds = {"input": x, "h0": h0, "c0": c0, **({"lengths": LENGTHS} if with_lengths else {})}
+    out, h_n, c_n = run_onnx(path, **feeds)
+    expected_out, (expected_h, expected_c) = lstm.forward(x, (h0, c0),
+                                                          LENGTHS if with_lengths else None)
+    for mine, theirs in ((out, expected_out), (h_n, expected_h), (c_n, expected_c)):
+        np.testing.assert_allclose(mine, theirs, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_lstm_models_match_onnxruntime(tmp_path, rng, with_lengths):
+    require("onnx")
+    X = rng.standard_normal((len(LENGTHS), 6, 5)).astype(np.float32)
+    lengths = LENGTHS if with_lengths else None
+    for model in (
+        SequenceRegressor(5, 8, output_size=2, num_layers=2, bidirectional=True, cell="lstm",
+                          seed=3),
+        SequenceClassifier(5, 8, num_classes=4, cell="lstm", seed=4),
+    ):
+        path = tmp_path / "model.onnx"
+        export_onnx(model, path, lengths=with_lengths)
+        out, h_n, c_n = run_onnx(path, input=X, **({"lengths": LENGTHS} if with_lengths else {}))
+        np.testing.assert_allclose(out, model.forward(X, lengths), atol=TOL, rtol=0)
+        np.testing.assert_allclose(h_n, model.last_state[0], atol=TOL, rtol=0)
+        np.testing.assert_allclose(c_n, model.last_state[1], atol=TOL, rtol=0)
+    lm = CharLM(11, 4, 8, num_layers=2, cell="lstm", seed=5)
+    ids = rng.integers(0, 11, size=(len(LENGTHS), 6))
+    h0, c0 = rng.standard_normal((2, 2, len(LENGTHS), 8)).astype(np.float32)
+    export_onnx(lm, tmp_path / "lm.onnx", lengths=True, initial_state=True)
+    logits, h_n, c_n = run_onnx(tmp_path / "lm.onnx", input=ids, lengths=LENGTHS, h0=h0, c0=c0)
+    np.testing.assert_allclose(logits, lm.forward(ids, LENGTHS, (h0, c0)), atol=TOL, rtol=0)
+    np.testing.assert_allclose(c_n, lm.last_state[1], atol=TOL, rtol=0)

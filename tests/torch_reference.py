@@ -16,22 +16,26 @@ def require_torch():
 
 
 def gru_model(torch, model, dtype=None):
-    """The seed's ``GRUModel`` (nn.GRU(batch_first=True) + nn.Linear on the last output),
-    loaded with ``model``'s parameters; ``lengths`` picks each sequence's own last output."""
+    """The seed's ``GRUModel`` (nn.GRU(batch_first=True) + nn.Linear on the last output; with
+    ``model.cell == "lstm"`` an nn.LSTM under ``lstm``), loaded with ``model``'s parameters;
+    ``lengths`` picks each sequence's own last output."""
+    rnn_class = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[model.cell]
 
     class GRUModel(torch.nn.Module):
         def __init__(self, input_size, hidden_size, output_size, num_layers):
             super().__init__()
-            self.gru = torch.nn.GRU(input_size, hidden_size, num_layers, batch_first=True)
+            # named as npgru names it (gru / lstm), so the state-dict keys are the same
+            setattr(self, model.cell, rnn_class(input_size, hidden_size, num_layers,
+                                                batch_first=True))
             self.fc = torch.nn.Linear(hidden_size, output_size)
 
         def forward(self, x, lengths=None):
             if lengths is None:
-                out, _ = self.gru(x)
+                out, _ = getattr(self, model.cell)(x)
                 return self.fc(out[:, -1, :])
             packed = torch.nn.utils.rnn.pack_padded_sequence(
                 x, torch.as_tensor(lengths), batch_first=True, enforce_sorted=False)
-            out, _ = self.gru(packed)
+            out, _ = getattr(self, model.cell)(packed)
             out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
             return self.fc(out[torch.arange(len(x)), torch.as_tensor(lengths) - 1])
 
