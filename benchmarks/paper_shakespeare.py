@@ -145,6 +145,7 @@ class Record:
     def __init__(self, out: str, script: str, args, config: dict, title: str):
         os.makedirs(out, exist_ok=True)
         self.out, self.title, self.target = out, title, args.target
+        self.rounds, self.max_minutes = args.rounds, args.max_minutes
         self.data = {
             "command": "python " + shlex.join([script, *args.argv]),
             "seed": args.seed,
@@ -154,10 +155,11 @@ class Record:
             "rounds": [],
             "reached_round": None, "reached_minutes": None,
             "reached_round_last": None, "reached_minutes_last": None,
+            "stopped": None,  # why the run ended; None while it runs (or if it was killed)
         }
 
-    def add(self, row: dict) -> bool:
-        """Append a round's row, write the files; return whether the target is reached."""
+    def add(self, row: dict) -> str | None:
+        """Append a round's row and write the files; return why the run stops now, or None."""
         d = self.data
         d["rounds"].append(row)
         for key, suffix in (("test_accuracy", ""), ("test_accuracy_last", "_last")):
@@ -166,8 +168,19 @@ class Record:
                 d[f"reached_minutes{suffix}"] = row["elapsed_s"] / 60
         d["best_test_accuracy"] = max(r["test_accuracy"] for r in d["rounds"])
         d["best_test_accuracy_last"] = max(r["test_accuracy_last"] for r in d["rounds"])
+        d["stopped"] = self.stop_reason(row)
         self.write()
-        return d["reached_round"] is not None
+        return d["stopped"]
+
+    def stop_reason(self, row: dict) -> str | None:
+        """Why the run stops after ``row``'s round (target, rounds, time), or None."""
+        if self.data["reached_round"] is not None:
+            return f"reached {self.target} at round {self.data['reached_round']}"
+        if row["round"] >= self.rounds:
+            return f"ran --rounds {self.rounds}"
+        if row["elapsed_s"] > 60 * self.max_minutes:
+            return f"past --max-minutes {self.max_minutes}"
+        return None
 
     def write(self) -> None:
         text = json.dumps(self.data, indent=1)
@@ -225,17 +238,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def stop_reason(args, record: Record, server_round: int, elapsed: float) -> str | None:
-    """Why the run stops after ``server_round`` (target, rounds, time), or None."""
-    if record.data["reached_round"] is not None:
-        return f"reached {args.target} at round {record.data['reached_round']}"
-    if server_round >= args.rounds:
-        return f"ran --rounds {args.rounds}"
-    if elapsed > 60 * args.max_minutes:
-        return f"past --max-minutes {args.max_minutes}"
-    return None
-
-
 def print_row(row: dict) -> None:
     print(f"round {row['round']:>3} | train loss {row['train_loss']:.4f} | test acc "
           f"{row['test_accuracy']:.4f} (last {row['test_accuracy_last']:.4f}) | round "
@@ -283,7 +285,8 @@ class ScheduledLR:
         return fed.local_update(model, data, ins, dataclasses.replace(training, lr=lr))
 
 
-def paper(args) -> None:
+def paper(args) -> Record:
+    """Run the paper configuration as ``args`` set it; return its record (also on disk)."""
     from npgru.cli import make_strategy
 
     t0 = time.perf_counter()
@@ -332,9 +335,8 @@ def paper(args) -> None:
         row = {"round": r["round"], **metrics, "train_loss": r["train_loss"],
                "lr": client_lr(args, r["round"]), "round_s": r["wall_time"], "eval_s": eval_s,
                "elapsed_s": time.perf_counter() - start}
-        record.add(row)
+        why = record.add(row)
         print_row(row)
-        why = stop_reason(args, record, r["round"], row["elapsed_s"])
         if why is not None:
             print(f"stop: {why}", flush=True)
             raise Stop
@@ -344,6 +346,7 @@ def paper(args) -> None:
     except Stop:
         pass
     finish_run(args, record)
+    return record
 
 
 def evaluate_npgru(model, x: np.ndarray, y: np.ndarray, batch: int) -> dict:
@@ -409,7 +412,7 @@ def _write(name: str, result: dict, md: str) -> None:
     print(md)
 
 
-def main(argv=None) -> None:
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
     q = sub.add_parser("paper", help="the paper's configuration, until 54%, --rounds or time")
@@ -432,7 +435,7 @@ def main(argv=None) -> None:
     q.set_defaults(func=compare)
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, as recorded
-    args.func(args)
+    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -166,9 +166,8 @@ def main(argv=None) -> None:
         row = {"round": t, **metrics, "train_loss": train_loss, "lr": paper.client_lr(args, t),
                "round_s": round_s, "eval_s": time.perf_counter() - e0,
                "elapsed_s": time.perf_counter() - start}
-        record.add(row)
+        why = record.add(row)
         paper.print_row(row)
-        why = paper.stop_reason(args, record, t, row["elapsed_s"])
         if why is not None:
             print(f"stop: {why}", flush=True)
             break
