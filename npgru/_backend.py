@@ -7,6 +7,7 @@ One switch: the environment variable ``NPGRU_BACKEND=numpy|numba`` (read at impo
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
@@ -64,17 +65,14 @@ def kernels() -> ModuleType:
     NumPy twins in :mod:`npgru.kernels`. The Numba module is imported on first use only;
     its functions compile on their first call (and load from the on-disk cache after that)."""
     name = get_backend()
-    mod = _modules.get(name)
-    if mod is None:
+    if name not in _modules:
         if name == "numba":
             if not numba_available():  # NPGRU_BACKEND=numba without numba installed
                 raise ImportError("backend 'numba' requested (NPGRU_BACKEND or set_backend) but "
                                   "numba cannot be imported; install numba or use 'numpy'")
-            from . import _numba_kernels as mod
-        else:
-            from . import kernels as mod
-        _modules[name] = mod
-    return mod
+        _modules[name] = importlib.import_module(
+            "._numba_kernels" if name == "numba" else ".kernels", __package__)
+    return _modules[name]
 
 
 _requested = _parse(os.environ.get("NPGRU_BACKEND"))

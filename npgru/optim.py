@@ -54,7 +54,8 @@ class Optimizer:
 
     def __init__(self, params: Module | np.ndarray, lr: float) -> None:
         if isinstance(params, Module):
-            self._module, self.params = params, params.flat_params
+            self._module: Module | None = params
+            self.params = params.flat_params
         else:
             if not isinstance(params, np.ndarray) or params.ndim != 1 or params.dtype.kind != "f":
                 raise TypeError(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,7 @@ def save_quantized(model: Module, path: str | os.PathLike, scheme: str = "int8")
         raise TypeError(f"save_quantized supports {sorted(MODEL_CLASSES)}, got {name}")
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-    arrays = {}
+    arrays: dict[str, Any] = {}
     for key, p in model.params.items():
         if scheme == "float16":
             with np.errstate(over="ignore"):  # reported below, with the parameter's name

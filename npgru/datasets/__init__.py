@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from . import sensors, shakespeare
 from .base import ClientData, FederatedData
 
-DATASETS = {"shakespeare": shakespeare.load, "sensors": sensors.load}
+DATASETS: dict[str, Callable[..., FederatedData]] = {"shakespeare": shakespeare.load,
+                                                      "sensors": sensors.load}
 
 
 def load(name: str, **options) -> FederatedData:

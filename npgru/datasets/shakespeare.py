@@ -98,7 +98,7 @@ def decode(ids) -> str:
 @functools.lru_cache(maxsize=1)
 def _corpus() -> dict[str, dict]:
     """The shipped corpus, ``{play: {"title": str, "roles": {role: text}}}``, read once."""
-    path = resources.files(__package__).joinpath("data", _DATA_FILE)
+    path = resources.files(__package__) / "data" / _DATA_FILE
     try:
         with path.open("rb") as f:
             corpus = json.loads(gzip.decompress(f.read()))

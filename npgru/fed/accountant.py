@@ -100,7 +100,7 @@ def _check_q_z(q: float, noise_multiplier: float) -> None:
         raise ValueError(f"noise_multiplier must be a finite number >= 0, got {noise_multiplier!r}")
 
 
-def _check_orders(orders: Sequence[float]) -> np.ndarray:
+def _check_orders(orders: Sequence[float] | np.ndarray) -> np.ndarray:
     arr = np.asarray(orders, dtype=np.float64)
     if arr.ndim != 1 or arr.size == 0 or not np.all(arr > 1) or not np.all(np.isfinite(arr)):
         raise ValueError("orders must be a non-empty 1-D sequence of finite numbers > 1")
@@ -108,7 +108,7 @@ def _check_orders(orders: Sequence[float]) -> np.ndarray:
 
 
 def rdp_sampled_gaussian(
-    q: float, noise_multiplier: float, orders: Sequence[float] = DEFAULT_ORDERS
+    q: float, noise_multiplier: float, orders: Sequence[float] | np.ndarray = DEFAULT_ORDERS
 ) -> np.ndarray:
     """RDP of one step of the sampled Gaussian mechanism at each order.
 
@@ -145,7 +145,7 @@ def rdp_sampled_gaussian(
 
 
 def epsilon_from_rdp(
-    orders: Sequence[float], rdp: Sequence[float], delta: float
+    orders: Sequence[float] | np.ndarray, rdp: Sequence[float] | np.ndarray, delta: float
 ) -> tuple[float, float]:
     """The smallest ε such that the RDP curve implies ``(ε, δ)``-DP, and the order giving it.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def save_checkpoint(path: str, *, params: np.ndarray, server_round: int, meta: d
     partial file.
     """
     ids = sorted(client_states)
-    arrays = {
+    arrays: dict[str, Any] = {
         "format": np.array(FORMAT),
         "meta": np.array(json.dumps(meta, sort_keys=True)),
         "history": np.array(json.dumps(history)),

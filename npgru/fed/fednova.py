@@ -13,6 +13,8 @@ count (§4, Eq. 8 with ``τ_eff = Σ_k p_k ‖a_k‖₁``)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .._checks import InputValueError, check_positive_int
@@ -34,7 +36,8 @@ def local_norm(steps: int, momentum: float = 0.0) -> float:
 
 
 def fednova_aggregate(
-    deltas: np.ndarray, steps: np.ndarray, weights: np.ndarray | None = None, momentum: float = 0.0
+    deltas: np.ndarray, steps: Sequence[int] | np.ndarray, weights: np.ndarray | None = None,
+    momentum: float = 0.0
 ) -> np.ndarray:
     """``τ_eff Σ_k p_k Δ_k / ‖a_k‖₁`` with ``p_k = w_k / Σ w`` (default: equal weights).
 
