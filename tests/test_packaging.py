@@ -100,3 +100,10 @@ def test_nothing_points_outside_the_repository():
               if p.suffix in (".py", ".md", ".ipynb") and p.is_file()]
     found = [f"{p.relative_to(ROOT)}: {s}" for p in files for s in outside if s in p.read_text()]
     assert not found, found
+
+
+def test_readme_links_work_on_pypi():
+    """PyPI shows the README without the repository: every link is absolute or an anchor."""
+    links = re.findall(r"\]\(([^)\s]+)\)", (ROOT / "README.md").read_text())
+    relative = [url for url in links if not url.startswith(("https://", "#"))]
+    assert links and not relative, relative
