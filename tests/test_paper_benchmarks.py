@@ -108,3 +108,46 @@ def test_torch_twins_first_round_equals_npgrus_serial_run(paper):
     for k in ours:
         np.testing.assert_allclose(theirs[k], ours[k], rtol=1e-4, atol=2e-5, err_msg=k)
     assert twin_loss == pytest.approx(record["train_loss"], rel=1e-4)
+
+
+def test_strategy_table_tunes_each_strategy_and_continues_where_it_stopped(tmp_path, capsys):
+    require("matplotlib")
+    table_mod = _script("strategy_table")
+    scale = " ".join([*TINY, "--rounds", "1", "--target", "0.9"])
+    argv = ["--out", str(tmp_path), "--strategies", "fedavg,fedadam", "--grid", "fedavg=1",
+            "--grid", "fedadam=0.01,0.1", "--scale", scale, "--executor", "serial"]
+    table = table_mod.main(argv)
+    assert [(r["strategy"], r["value"]) for r in table["runs"]] == [
+        ("fedavg", 1.0), ("fedadam", 0.01), ("fedadam", 0.1)]
+    assert table["grid"] == {"fedavg": (1.0,), "fedadam": (0.01, 0.1)}
+    assert set(table["best"]) == {"fedavg", "fedadam"}
+    assert all(r["command"].startswith("python benchmarks/paper_shakespeare.py paper ")
+               for r in table["runs"])
+    saved = json.loads((tmp_path / "table.json").read_text())
+    assert saved["best"] == table["best"] and (tmp_path / "table.png").exists()
+    capsys.readouterr()
+    table_mod.main(argv)  # the same command again: every run is kept, none repeated
+    assert capsys.readouterr().out.count("finished before, kept") == 3
+
+
+def test_twin_race_tables_seconds_minutes_and_the_accuracy_gap(tmp_path):
+    require("matplotlib")
+    race = _script("twin_race")
+
+    def run(name, accs, seconds):
+        d = tmp_path / name
+        d.mkdir()
+        rows = [{"round": t, "test_accuracy": a, "test_accuracy_last": a, "round_s": seconds,
+                 "eval_s": 1.0, "elapsed_s": t * (seconds + 1.0)} for t, a in enumerate(accs, 1)]
+        (d / "paper.json").write_text(json.dumps({
+            "command": f"python {name}", "config": {"implementation": name, "executor": "x"},
+            "rounds": rows}))
+        return str(d)
+
+    rows = race.main([run("npgru", [0.3, 0.45, 0.55], 59.0), run("twin", [0.31, 0.44], 119.0),
+                      "--out", str(tmp_path / "out")])
+    assert [r["minutes_to_40"] for r in rows] == [2.0, 4.0]
+    assert [r["minutes_to_54"] for r in rows] == [3.0, None]
+    assert rows[1]["max_accuracy_gap"] == pytest.approx(0.01)
+    md = (tmp_path / "out" / "twin_race.md").read_text()
+    assert "twin takes 2.02× the seconds per round of npgru" in md
