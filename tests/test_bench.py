@@ -64,7 +64,7 @@ def test_smoke_run_through_the_cli_writes_every_field(tmp_path):
     assert st["import_npgru_s"]["median"] > 0
     assert set(st["first_call"]) == {"numba_cold_cache", "numba_warm_cache", "numpy"}
     assert set(res["peak_memory_bytes"]["tiny"]) == set(contenders)
-    assert res["skipped"] == []
+    assert [s["what"] for s in res["skipped"]] == ["cases seed, LEAF, large, device"]
     md = (out / "gru.md").read_text()
     assert "| tiny (16,20,4,32,1) | forward |" in md and "CharLM" in md
     assert "| case | op | torch | npgru | ratio |" in (out / "gru_readme.md").read_text()
