@@ -486,16 +486,23 @@ def lstm_stream_step(x, h, c, flat, offs, out_h, out_c, work, hbuf, wbuf) -> boo
 # the kernel tables: the loop drivers take the step kernels they call; on the NumPy backend
 # the whole-sequence kernels are those drivers with the NumPy step kernels
 # ---------------------------------------------------------------------------------------
-STEPS = SimpleNamespace(
-    torch_step_forward=torch_step_forward,
-    torch_step_backward=torch_step_backward,
-    classic_step_gates=classic_step_gates,
-    classic_step_forward=classic_step_forward,
-    classic_step_backward=classic_step_backward,
-    classic_step_backward_reset=classic_step_backward_reset,
-    lstm_step_forward=lstm_step_forward,
-    lstm_step_backward=lstm_step_backward,
+#: the step kernels the loop drivers call; each backend module defines every one
+STEP_KERNELS = (
+    "torch_step_forward", "torch_step_backward", "classic_step_gates", "classic_step_forward",
+    "classic_step_backward", "classic_step_backward_reset", "lstm_step_forward",
+    "lstm_step_backward",
 )
+
+
+def step_kernels(module_globals: dict) -> SimpleNamespace:
+    """The :data:`STEP_KERNELS` of a backend module, as the namespace the loop drivers take."""
+    missing = [n for n in STEP_KERNELS if not callable(module_globals.get(n))]
+    if missing:
+        raise TypeError(f"step kernels missing from {module_globals['__name__']}: {missing}")
+    return SimpleNamespace(**{n: module_globals[n] for n in STEP_KERNELS})
+
+
+STEPS = step_kernels(globals())
 
 LOOPS = {  # cell name -> (forward loop driver, backward loop driver)
     "gru": (torch_forward_loop, torch_backward_loop),

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import npgru
 from npgru import _backend, gru, recurrence
 from npgru import kernels as NK
+from npgru.lstm import LSTM_CELL
 
 from .conftest import require
 
@@ -122,62 +123,84 @@ def test_finished_sequences_keep_their_state(NB):
 # ---------------------------------------------------------------------------------------
 # whole-sequence kernels and cells
 # ---------------------------------------------------------------------------------------
-def seq_inputs(rng, dtype, T=6, B=4, H=5, masked=True, bias=True):
+def seq_inputs(rng, dtype, T=6, B=4, H=5, masked=True, bias=True, G=3):
     mask = None
     if masked:
         lengths = np.array([T, 1, 3, T - 1][:B])
         mask = (np.arange(T)[:, None] < lengths[None, :]).astype(dtype)
     return dict(
-        gi=rand(rng, (T, B, 3 * H), dtype),
-        w_hh=rand(rng, (3 * H, H), dtype, 0.5),
-        b_hh=rand(rng, (3 * H,), dtype) if bias else np.zeros(3 * H, dtype),
+        gi=rand(rng, (T, B, G * H), dtype),
+        w_hh=rand(rng, (G * H, H), dtype, 0.5),
+        b_hh=rand(rng, (G * H,), dtype) if bias else np.zeros(G * H, dtype),
         mask=mask,
         h0=rand(rng, (B, H), dtype),
+        c0=rand(rng, (B, H), dtype),
         dout=rand(rng, (T, B, H), dtype),
         dh_n=rand(rng, (B, H), dtype),
+        dc_n=rand(rng, (B, H), dtype),
     )
 
 
-@pytest.mark.parametrize("variant", ["torch", "classic"])
+def run_sequence(table, cell, v, loop: bool):
+    """One cell's forward and backward time loops on ``v`` through a backend's table (the
+    whole-sequence kernels, or the loop drivers with ``loop``); every array they write."""
+    T, B, GH = v["gi"].shape
+    H, dt = GH // cell.gates, v["gi"].dtype
+    arrays = []
+    for s in cell.states:
+        a = np.zeros((T + 1, B, H), dt)
+        a[0] = v[f"{s}0"]
+        arrays.append(a)
+    arrays += [np.zeros((T, B, w * H), dt) for _, w in cell.saved]
+    forward = table.forward_loop if loop else table.seq_forward
+    forward(v["gi"], v["w_hh"], v["b_hh"], v["mask"], *arrays)
+    dgi = np.zeros((T, B, GH), dt)
+    dgh = np.zeros((T, B, cell.dgh_width * H), dt) if cell.dgh_width else None
+    backward = table.backward_loop if loop else table.seq_backward
+    d0 = backward(v["dout"], *[v[f"d{s}_n"] for s in cell.states], *arrays, v["mask"],
+                  v["w_hh"], dgi, dgh)
+    return [*arrays, dgi, *([] if dgh is None else [dgh]), *(d0 if isinstance(d0, tuple) else [d0])]
+
+
+ALL_CELLS = {**gru.CELLS, "lstm": LSTM_CELL}
+
+
+@pytest.mark.parametrize("variant", list(ALL_CELLS))
 @pytest.mark.parametrize("dtype,masked,bias", CASES)
 def test_sequence_kernels_match_twins(NB, variant, dtype, masked, bias):
-    v = seq_inputs(np.random.default_rng(2), dtype, masked=masked, bias=bias)
-    T, B, H3 = v["gi"].shape
-    H = H3 // 3
-    results = []
-    for K in (NK, NB):
-        hs = np.zeros((T + 1, B, H), dtype)
-        hs[0] = v["h0"]
-        gates, hid = np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, H), dtype)
-        table = K.TABLES[CELL[variant]]
-        table.seq_forward(v["gi"], v["w_hh"], v["b_hh"], v["mask"], hs, gates, hid)
-        dgi, dgh = np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, H), dtype)
-        dh0 = table.seq_backward(v["dout"], v["dh_n"], hs, gates, hid, v["mask"], v["w_hh"], dgi,
-                                 dgh)
-        results.append((hs, gates, hid, dgi, dgh if variant == "torch" else dgi, dh0))
+    cell = ALL_CELLS[variant]
+    v = seq_inputs(np.random.default_rng(2), dtype, masked=masked, bias=bias, G=cell.gates)
+    results = [run_sequence(K.TABLES[cell.name], cell, v, loop=False) for K in (NK, NB)]
     for a, b in zip(*results, strict=True):
         close(b, a, dtype)
 
 
-@pytest.mark.parametrize("variant", ["torch", "classic"])
+@pytest.mark.parametrize("variant", list(ALL_CELLS))
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_loop_driver_with_compiled_steps_matches_twin(NB, variant, dtype):
     """The large-shape path: Python time loop, BLAS GEMMs, compiled step kernels."""
-    v = seq_inputs(np.random.default_rng(3), dtype)
-    T, B, H3 = v["gi"].shape
-    H = H3 // 3
-    outs = []
-    for K in (NK, NB):
-        hs = np.zeros((T + 1, B, H), dtype)
-        hs[0] = v["h0"]
-        gates, hid = np.zeros((T, B, 3 * H), dtype), np.zeros((T, B, H), dtype)
-        table = K.TABLES[CELL[variant]]  # NumPy's loop drivers with K's step kernels
-        table.forward_loop(v["gi"], v["w_hh"], v["b_hh"], v["mask"], hs, gates, hid)
-        dgi, dgh = np.zeros_like(gates), np.zeros_like(hid)
-        dh0 = table.backward_loop(v["dout"], v["dh_n"], hs, gates, hid, v["mask"], v["w_hh"], dgi,
-                                  dgh)
-        outs.append((hs, gates, dgi, dgh, dh0))
+    cell = ALL_CELLS[variant]
+    v = seq_inputs(np.random.default_rng(3), dtype, G=cell.gates)
+    # NumPy's loop drivers with each backend's step kernels
+    outs = [run_sequence(K.TABLES[cell.name], cell, v, loop=True) for K in (NK, NB)]
     for a, b in zip(*outs, strict=True):
+        close(b, a, dtype)
+
+
+@pytest.mark.parametrize("dtype,bias", [(d, b) for d in DTYPES for b in (False, True)])
+def test_lstm_cells_match_twins(NB, dtype, bias):
+    rng = np.random.default_rng(4)
+    B, D, H = 3, 4, 6
+    args = (rand(rng, (B, D), dtype), rand(rng, (B, H), dtype), rand(rng, (B, H), dtype),
+            rand(rng, (4 * H, D), dtype), rand(rng, (4 * H, H), dtype),
+            rand(rng, (4 * H,), dtype) if bias else np.zeros(4 * H, dtype),
+            rand(rng, (4 * H,), dtype) if bias else np.zeros(4 * H, dtype))
+    states = []
+    for K in (NK, NB):
+        h, c = np.zeros((B, H), dtype), np.zeros((B, H), dtype)
+        K.lstm_cell(*args, h, c, np.zeros((4, B, 4 * H), dtype))
+        states.append((h, c))
+    for a, b in zip(*states, strict=True):
         close(b, a, dtype)
 
 
@@ -198,28 +221,33 @@ def test_cells_match_twins(NB, variant, dtype, bias):
     close(hs[1], hs[0], dtype)
 
 
-@pytest.mark.parametrize("classic", [False, True])
+@pytest.mark.parametrize("variant", list(ALL_CELLS))
 @pytest.mark.parametrize("dtype,bias", [(d, b) for d in DTYPES for b in (False, True)])
-def test_stream_step_matches_twin(NB, classic, dtype, bias):
-    gru = npgru.GRU(4, 6, 3, bias=bias, variant="classic" if classic else "torch", dtype=dtype,
-                    seed=5)
+def test_stream_step_matches_twin(NB, variant, dtype, bias):
+    if variant == "lstm":
+        layer = npgru.LSTM(4, 6, 3, bias=bias, dtype=dtype, seed=5)
+    else:
+        layer = npgru.GRU(4, 6, 3, bias=bias, variant=variant, dtype=dtype, seed=5)
     rng = np.random.default_rng(7)
-    x, h = rand(rng, (2, 4), dtype), rand(rng, (3, 2, 6), dtype)
-    _, _, _, _, offs, work, hbuf, wbuf = gru._stream_state(2, NK)
-    name = CELL["classic" if classic else "torch"]
+    x = rand(rng, (2, 4), dtype)
+    states = [rand(rng, (3, 2, 6), dtype) for _ in layer.cell.states]
+    _, _, _, _, offs, work, hbuf, wbuf = layer._stream_state(2, NK)
+    name = layer.cell.name
     outs = []
     for K in (NK, NB):
-        out = np.zeros_like(h)
-        assert K.TABLES[name].stream_step(x, h, gru.flat_params, offs, out, work, hbuf, wbuf)
+        out = [np.zeros_like(s) for s in states]
+        assert K.TABLES[name].stream_step(x, *states, layer.flat_params, offs, *out, work, hbuf,
+                                          wbuf)
         outs.append(out)
-    close(outs[1], outs[0], dtype)
+    for a, b in zip(*outs, strict=True):
+        close(b, a, dtype)
     for K in (NK, NB):  # a non-finite input: False, and nothing written
-        out = np.zeros_like(h)
+        out = [np.zeros_like(s) for s in states]
         bad = x.copy()
         bad[1, 2] = np.inf
-        assert not K.TABLES[name].stream_step(bad, h, gru.flat_params, offs, out, work, hbuf,
-                                              wbuf)
-        assert not out.any()
+        assert not K.TABLES[name].stream_step(bad, *states, layer.flat_params, offs, *out, work,
+                                              hbuf, wbuf)
+        assert not any(o.any() for o in out)
 
 
 def test_vectorised_tanh_is_accurate(NB):
