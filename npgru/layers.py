@@ -29,7 +29,9 @@ def linear_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None):
     y : ndarray, shape (..., K)
     cache : tuple
     """
-    y = x @ W.T
+    # one 2-D GEMM over every leading position (a stacked matmul would be one GEMM per row
+    # of the leading axis)
+    y = (x.reshape(-1, x.shape[-1]) @ W.T).reshape(*x.shape[:-1], W.shape[0])
     if b is not None:
         y += b
     return y, (x, W, b is not None)
@@ -40,7 +42,7 @@ def linear_backward(dy: np.ndarray, cache):
     x, W, has_bias = cache
     K, D = W.shape
     dy2, x2 = dy.reshape(-1, K), x.reshape(-1, D)
-    dx = dy @ W
+    dx = (dy2 @ W).reshape(*dy.shape[:-1], D)
     dW = dy2.T @ x2
     db = dy2.sum(axis=0) if has_bias else None
     return dx, dW, db

@@ -56,15 +56,23 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray,
     """
     logits = np.asarray(logits)
     targets = check_class_ids("targets", targets, logits.shape[-1], logits.shape[:-1])
-    logp = log_softmax(logits)
-    nll = -np.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    weight = np.ones(nll.shape, dtype=logits.dtype) if mask is None else _as_mask(mask, nll.shape)
-    count = weight.sum()
+    weight = None if mask is None else _as_mask(mask, targets.shape)
+    count = targets.size if weight is None else weight.sum()
     if count == 0:
         raise ValueError("mask selects no position: there is nothing to average the loss over")
-    dlogits = np.exp(logp)
-    np.put_along_axis(dlogits, targets[..., None],
-                      np.take_along_axis(dlogits, targets[..., None], axis=-1) - 1, axis=-1)
+    # few passes over the (…, C) logits: the shifted logits, their exponentials (normalised in
+    # place into the softmax, then the gradient), nothing else of that size
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    dlogits = np.exp(shifted)
+    total = dlogits.sum(axis=-1, keepdims=True)
+    idx = targets[..., None]
+    # −log softmax at the target: log Σ exp − shifted logit
+    nll = (np.log(total) - np.take_along_axis(shifted, idx, axis=-1))[..., 0]
+    dlogits /= total
+    np.put_along_axis(dlogits, idx, np.take_along_axis(dlogits, idx, axis=-1) - 1, axis=-1)
+    if weight is None:
+        dlogits *= dlogits.dtype.type(1.0 / count)
+        return float(nll.sum() / count), dlogits
     dlogits *= (weight / count)[..., None].astype(logits.dtype)
     return float((nll * weight).sum() / count), dlogits
 
