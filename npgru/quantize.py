@@ -70,7 +70,7 @@ def save_quantized(model: Module, path: str | os.PathLike, scheme: str = "int8")
 
     Parameters
     ----------
-    model : GRU, SequenceRegressor, SequenceClassifier or CharLM
+    model : GRU, LSTM, SequenceRegressor, SequenceClassifier or CharLM
     path : str or path-like
     scheme : {"int8", "float16"}, default "int8"
 

@@ -10,8 +10,10 @@ import pytest
 
 import npgru.io
 from npgru.gru import GRU
+from npgru.lstm import LSTM
 from npgru.models import CharLM, SequenceClassifier, SequenceRegressor
 from npgru.quantize import dequantize_int8, load_quantized, quantize_int8, save_quantized
+from npgru.recurrence import Recurrent
 
 
 def test_int8_error_within_half_a_step(rng):
@@ -39,24 +41,27 @@ MODELS = [
     lambda: SequenceRegressor(2, 32, num_layers=2, seed=1),
     lambda: SequenceClassifier(3, 24, num_classes=5, variant="classic", seed=2),
     lambda: CharLM(30, 8, 32, seed=3),
+    lambda: LSTM(4, 16, num_layers=2, bidirectional=True, seed=4),
+    lambda: CharLM(30, 8, 32, cell="lstm", seed=5),
 ]
 
 
 def _inputs(model, rng):
     if isinstance(model, CharLM):
         return (rng.integers(0, 30, size=(5, 12)),)
-    if isinstance(model, GRU):
+    if isinstance(model, Recurrent):
         return (rng.standard_normal((12, 5, 4)).astype(np.float32),)
     return (rng.standard_normal((5, 12, model.input_size)).astype(np.float32),
             np.array([12, 3, 7, 1, 12]))
 
 
 def _output(model, args):
-    out = model.forward(*args) if not isinstance(model, GRU) else model.forward(args[0])[0]
+    out = model.forward(*args) if not isinstance(model, Recurrent) else model.forward(args[0])[0]
     return np.asarray(out, dtype=np.float64)
 
 
-@pytest.mark.parametrize("make", MODELS, ids=["gru", "regressor", "classifier", "charlm"])
+@pytest.mark.parametrize("make", MODELS, ids=["gru", "regressor", "classifier", "charlm", "lstm",
+                                              "lstm-charlm"])
 @pytest.mark.parametrize("scheme, tol", [("float16", 5e-3), ("int8", 5e-2)])
 def test_round_trip_predicts_close(tmp_path, rng, make, scheme, tol):
     model = make().eval()
