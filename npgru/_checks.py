@@ -141,6 +141,16 @@ def check_real_range(name: str, value, low: float | None = None, high: float | N
     return x
 
 
+def check_choice(name: str, value, choices) -> str:
+    """``value`` if it is one of the strings ``choices``."""
+    expected = " or ".join(repr(c) for c in choices)
+    if not isinstance(value, str):
+        raise InputTypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
+    if value not in choices:
+        raise InputValueError(f"{name} must be {expected}, got {value!r}")
+    return value
+
+
 def memory_bytes() -> int:
     """This machine's physical memory in bytes (a generous bound on any one allocation)."""
     try:

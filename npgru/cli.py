@@ -398,7 +398,8 @@ def cmd_federate(args) -> None:
                                  epochs=args.local_epochs, clip_norm=args.clip_norm)
     sim = fed.Simulation(
         model, data, strategy, training=training, rounds=args.rounds,
-        clients_per_round=args.clients_per_round, min_clients=args.min_clients,
+        clients_per_round=args.clients_per_round, sampling=args.sampling,
+        min_clients=args.min_clients,
         executor=args.executor, workers=args.workers,
         eval_every=args.eval_every, federated_eval=args.federated_eval,
         checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every, seed=args.seed,
@@ -541,7 +542,14 @@ def make_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("rounds")
     g.add_argument("--rounds", type=int, default=40, help="federated rounds")
     g.add_argument("--clients-per-round", type=_clients_per_round, default=10,
-                   help="clients sampled per round: a count, or a fraction of all clients")
+                   help="clients sampled per round: a count, or a fraction of all clients "
+                        "(with --sampling poisson: the expected number)")
+    g.add_argument("--sampling", choices=["fixed", "poisson"], default="fixed",
+                   help="fixed: exactly --clients-per-round clients, without replacement; "
+                        "poisson: each client joins with probability q = clients-per-round / "
+                        "clients, so a round's size varies. With --dp-clip, epsilon is "
+                        "accounted for the scheme used (sampling without replacement, or the "
+                        "sampled Gaussian)")
     g.add_argument("--min-clients", type=int, default=1,
                    help="valid updates a round needs to commit")
     g.add_argument("--executor", choices=list(fed.EXECUTORS), default="serial",

@@ -37,7 +37,8 @@ def test_fedadam_with_dp_and_compression_records_epsilon_and_bytes():
     expected = RDPAccountant()
     size = sim.model_.flat_params.size
     for record in history:
-        expected.step(record["num_ok"] / NUM_CLIENTS, 1.0)
+        # 4 of 8 clients without replacement: the replace-one analysis, noise multiplier z / 2
+        expected.step(4 / NUM_CLIENTS, 0.5, sampling="fixed")
         assert record["epsilon"] == pytest.approx(expected.epsilon(1e-5))
         assert record["bytes_up"] == record["num_ok"] * (-(-size * 4 // 8) + 8)
         assert record["dp_clip"] == 0.5 and record["rejected"] == []

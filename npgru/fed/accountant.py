@@ -1,10 +1,20 @@
 """Rényi-DP accountant for the sampled Gaussian mechanism (the privacy cost of DP-FedAvg).
 
-One DP-FedAvg round (McMahan et al. 2018) is a sampled Gaussian mechanism: every client is in
-the round with probability ``q`` and the sum of clipped updates gets Gaussian noise of standard
-deviation ``z · C``. Its Rényi-DP at order ``α`` is ``log(A_α) / (α − 1)`` (Mironov, Talwar and
-Zhang 2019, "Rényi Differential Privacy of the Sampled Gaussian Mechanism", §3), RDP adds up
-over rounds, and the total converts to ``(ε, δ)``-DP by minimising over the orders.
+One DP-FedAvg round (McMahan et al. 2018) is a subsampled Gaussian mechanism: a sample of the
+clients is drawn and the sum of their clipped updates gets Gaussian noise of standard deviation
+``z · C``. How the sample is drawn decides the analysis:
+
+- **Poisson sampling** (every client joins independently with probability ``q``; neighbouring
+  datasets differ by adding or removing one client): Rényi-DP at order ``α`` is
+  ``log(A_α) / (α − 1)`` (Mironov, Talwar and Zhang 2019, "Rényi Differential Privacy of the
+  Sampled Gaussian Mechanism", §3) — :func:`rdp_sampled_gaussian`.
+- **Sampling without replacement** (a uniform subset of fixed size ``m`` of ``n`` clients;
+  neighbouring datasets differ by replacing one client, ``n`` is public): the bound of Wang,
+  Balle and Kasiviswanathan 2019 ("Subsampled Rényi Differential Privacy and Analytical
+  Moments Accountant", Theorem 27 for mechanisms like the Gaussian, interpolated between
+  integer orders by their Corollary 10) — :func:`rdp_sampled_without_replacement_gaussian`.
+
+RDP adds up over rounds, and the total converts to ``(ε, δ)``-DP by minimising over the orders.
 
 Everything is in log space with the standard library only (``math.lgamma``, ``math.erfc``).
 """
@@ -16,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .._checks import check_int_range
+from .._checks import InputValueError, check_int_range
 
 #: Orders α at which RDP is tracked: dense where the optimum lies for practical (q, z), sparse
 #: far out (the grid Mironov et al. 2019 and TensorFlow Privacy use).
@@ -144,6 +154,117 @@ def rdp_sampled_gaussian(
     return out
 
 
+#: Above this order the Theorem 27 bound's O(α²) forward differences are replaced by its
+#: simpler, looser term ``2 e^{(j−1) ε(j)}`` (as dp-accounting does).
+_WOR_EXACT_MAX_ORDER = 256
+
+
+def _log_forward_differences(log_f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(log |Δ^k f(0)|, sign Δ^k f(0))`` for ``k = 0 … len(log_f) − 1``, from ``log f(x)``.
+
+    Repeated differencing of a signed vector held as sign and log-magnitude, so that nothing
+    overflows; a difference that is exactly zero has sign 0 and log-magnitude ``-inf``.
+    """
+    out_log, out_sign = np.empty(log_f.size), np.empty(log_f.size)
+    logs = np.array(log_f, dtype=np.float64)
+    signs = np.ones(logs.size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k in range(log_f.size):
+            out_log[k], out_sign[k] = logs[0], signs[0]
+            la, sa, lb, sb = logs[1:], signs[1:], logs[:-1], signs[:-1]  # a − b
+            top = np.maximum(la, lb)
+            gap = np.abs(la - lb)
+            gap = np.where(np.isnan(gap), 0.0, gap)  # both −inf: 0 − 0
+            same = sa == sb
+            logs = np.where(same, top + np.log(-np.expm1(-gap)), top + np.log1p(np.exp(-gap)))
+            signs = np.where(same, sa * np.sign(la - lb), np.where(sa != 0, sa, -sb))
+            signs = np.where(np.isneginf(logs) | np.isnan(signs), 0.0, signs)
+            logs = np.where(signs == 0, -np.inf, logs)
+    return out_log, out_sign
+
+
+def _wor_log_moments(q: float, sigma: float, alphas: Sequence[int]) -> dict[int, float]:
+    """``log`` of Wang et al.'s Theorem 27 bound on the order-``α`` moment, per integer ``α``.
+
+    With the Gaussian's RDP ``ε(x) = x / (2σ²)``, ``f(x) = e^{(x−1) ε(x)}`` and ``Δ^k`` its
+    forward differences at 0, for integer ``α ≥ 2``::
+
+        A_α ≤ 1 + q² C(α,2) min(4 (e^{ε(2)} − 1), 2 e^{ε(2)})
+                + Σ_{j=3}^{α} q^j C(α,j) min(4 √(Δ^{2⌊j/2⌋} Δ^{2⌈j/2⌉}), 2 e^{(j−1) ε(j)})
+
+    (above order :data:`_WOR_EXACT_MAX_ORDER` only the second term of each minimum is used).
+    """
+    top = max(alphas)
+    x = np.arange(top + 1, dtype=np.float64)
+    log_f = (x - 1) * x / (2 * sigma**2)  # log f(x) = (x − 1) ε(x)
+    deltas, signs = _log_forward_differences(log_f[: min(top, _WOR_EXACT_MAX_ORDER) + 2])
+    # the bound holds with these differences non-negative; one rounding made negative is left
+    # out of the minimum (the other term is always a valid bound)
+    deltas = np.where(signs < 0, np.inf, deltas)
+    eps2 = 1 / sigma**2
+    loose = math.log(2) + log_f  # 2 e^{(j−1) ε(j)}
+    loose[2] = min(math.log(4) + eps2 + math.log(-math.expm1(-eps2)), math.log(2) + eps2)
+    exact = loose.copy()
+    for i in range(3, min(top, _WOR_EXACT_MAX_ORDER) + 1):
+        lo, hi = deltas[2 * (i // 2)], deltas[2 * ((i + 1) // 2)]
+        exact[i] = min(loose[i], math.log(4) + 0.5 * (lo + hi))
+    log_factorial = np.cumsum(np.log(np.maximum(x, 1)))  # log x!
+    out = {}
+    for alpha in alphas:
+        if alpha < 2:
+            out[alpha] = 0.0
+            continue
+        j = np.arange(2, alpha + 1)
+        terms = exact if alpha <= _WOR_EXACT_MAX_ORDER else loose
+        logs = (terms[j] + j * math.log(q)
+                + log_factorial[alpha] - log_factorial[j] - log_factorial[alpha - j])
+        peak = float(logs.max())  # log(1 + Σ e^{logs}), accurate when the sum is tiny
+        out[alpha] = _log_add(0.0, peak + math.log(float(np.exp(logs - peak).sum())))
+    return out
+
+
+def rdp_sampled_without_replacement_gaussian(
+    q: float, noise_multiplier: float, orders: Sequence[float] | np.ndarray = DEFAULT_ORDERS
+) -> np.ndarray:
+    """RDP of the Gaussian mechanism on a sample drawn without replacement, at each order.
+
+    The bound of Wang, Balle and Kasiviswanathan 2019, Theorem 27, for a uniformly random
+    subset of ``m = q·n`` of ``n`` records under the *replace-one* neighbouring relation;
+    fractional orders interpolate the log moments linearly between the neighbouring integers
+    (their Corollary 10). Matches ``dp_accounting``'s ``SampledWithoutReplacementDpEvent``.
+
+    Parameters
+    ----------
+    q : float
+        Sampling proportion ``m / n`` in (0, 1].
+    noise_multiplier : float
+        The noise standard deviation over the L2 sensitivity *under replacement of one
+        record*: for a sum of updates clipped to ``C`` that sensitivity is ``2C``, so DP-FedAvg
+        with noise ``σ = zC`` has noise multiplier ``z / 2`` here. ``0``: no privacy (``inf``).
+    orders : sequence of float
+        Rényi orders ``α > 1``.
+
+    Returns
+    -------
+    ndarray
+        ``ε_RDP(α)`` for each order (``inf`` at orders the bound does not cover).
+    """
+    _check_q_z(q, noise_multiplier)
+    alphas = _check_orders(orders)
+    if noise_multiplier == 0:
+        return np.full(alphas.shape, np.inf)
+    if q == 1:  # no amplification: the Gaussian mechanism itself
+        return alphas / (2 * noise_multiplier**2)
+    needed = sorted({math.floor(a) for a in alphas} | {math.ceil(a) for a in alphas})
+    log_a = _wor_log_moments(q, noise_multiplier, needed)
+    out = np.empty_like(alphas)
+    for i, a in enumerate(alphas):
+        lo, t = math.floor(a), a - math.floor(a)
+        moment = log_a[lo] if t == 0 else (1 - t) * log_a[lo] + t * log_a[lo + 1]
+        out[i] = moment / (a - 1)
+    return out
+
+
 def epsilon_from_rdp(
     orders: Sequence[float] | np.ndarray, rdp: Sequence[float] | np.ndarray, delta: float
 ) -> tuple[float, float]:
@@ -175,8 +296,17 @@ def epsilon_from_rdp(
     return max(0.0, float(eps[i])), float(alphas[i])
 
 
+#: The sampling schemes the accountant analyses, each by its own bound.
+SAMPLINGS = ("poisson", "fixed")
+
+
 class RDPAccountant:
     """Accumulates the RDP of sampled Gaussian steps and reports ε at a given δ.
+
+    Each step is analysed for how its sample was drawn: ``sampling="poisson"`` with
+    :func:`rdp_sampled_gaussian`, ``sampling="fixed"`` (without replacement) with
+    :func:`rdp_sampled_without_replacement_gaussian`. A run should keep to one scheme: the two
+    bound privacy under different neighbouring relations (add/remove one client, replace one).
 
     Parameters
     ----------
@@ -195,14 +325,23 @@ class RDPAccountant:
         self.orders = _check_orders(orders)
         self.rdp = np.zeros_like(self.orders)
         self.steps = 0
-        self._per_step: dict[tuple[float, float], np.ndarray] = {}  # a run repeats one (q, z)
+        self._per_step: dict[tuple, np.ndarray] = {}  # a run repeats one (q, z)
 
-    def step(self, q: float, noise_multiplier: float, steps: int = 1) -> None:
-        """Compose ``steps`` rounds at sampling rate ``q`` and noise multiplier ``z``."""
+    def step(self, q: float, noise_multiplier: float, steps: int = 1, *,
+             sampling: str = "poisson") -> None:
+        """Compose ``steps`` rounds at sampling rate ``q`` and noise multiplier ``z``.
+
+        ``sampling`` is ``"poisson"`` (``q`` the inclusion probability) or ``"fixed"`` (``q``
+        the sample's share ``m / n``, ``z`` relative to the replace-one sensitivity).
+        """
         check_int_range("steps", steps, 0)
-        key = (float(q), float(noise_multiplier))
+        if sampling not in SAMPLINGS:
+            raise InputValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        key = (float(q), float(noise_multiplier), sampling)
         if key not in self._per_step:
-            self._per_step[key] = rdp_sampled_gaussian(q, noise_multiplier, self.orders)
+            rdp = (rdp_sampled_gaussian if sampling == "poisson"
+                   else rdp_sampled_without_replacement_gaussian)
+            self._per_step[key] = rdp(q, noise_multiplier, self.orders)
         if steps:  # (0 · inf would be nan)
             self.rdp = self.rdp + steps * self._per_step[key]
             self.steps += int(steps)

@@ -12,10 +12,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from .._checks import InputTypeError, InputValueError
+
+#: How a round's clients are drawn: a fixed-size subset, or each client independently.
+SAMPLINGS = ("fixed", "poisson")
 
 # Purposes of a random stream; distinct so that, e.g., drop-out draws never alias training draws.
 SAMPLING, TRAINING, SYSTEM, MODEL = 0, 1, 2, 3
@@ -90,3 +94,45 @@ def sample_clients(client_ids: Sequence[str], k: int, seed: int, server_round: i
     rng = make_rng(seed, server_round, SAMPLING)
     chosen = np.sort(rng.choice(len(client_ids), size=k, replace=False))
     return [client_ids[i] for i in chosen]
+
+
+def sample_clients_poisson(client_ids: Sequence[str], q: float, seed: int,
+                           server_round: int) -> list[str]:
+    """Every client joins ``server_round`` independently with probability ``q`` (Poisson).
+
+    The round's size is Binomial(n, q) and may be 0. The result keeps the order of
+    ``client_ids`` (the order of aggregation); the draws come from the round's sampling stream.
+    """
+    u = make_rng(seed, server_round, SAMPLING).random(len(client_ids))
+    return [cid for cid, x in zip(client_ids, u, strict=True) if x < q]
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """How a run draws its clients each round — what a DP stage needs to account it exactly.
+
+    Attributes
+    ----------
+    scheme : {"fixed", "poisson"}
+        ``"fixed"``: ``size`` distinct clients, uniformly without replacement; ``"poisson"``:
+        each client independently with probability ``rate``, ``size`` clients on average.
+    size : int
+        Clients sampled per round (the expected number for Poisson sampling).
+    num_clients : int
+        All clients.
+    """
+
+    scheme: str
+    size: int
+    num_clients: int
+
+    @property
+    def rate(self) -> float:
+        """The sampling rate ``q = size / num_clients``."""
+        return self.size / self.num_clients
+
+    def sample(self, client_ids: Sequence[str], seed: int, server_round: int) -> list[str]:
+        """The clients of ``server_round``, in the order of ``client_ids``."""
+        if self.scheme == "poisson":
+            return sample_clients_poisson(client_ids, self.rate, seed, server_round)
+        return sample_clients(client_ids, self.size, seed, server_round)

@@ -22,6 +22,7 @@ from .._atomic import remove_stale_temp_files, write_atomic
 from .._checks import (
     InputTypeError,
     InputValueError,
+    check_choice,
     check_int_range,
     check_positive_float,
     check_real_range,
@@ -31,7 +32,7 @@ from .checkpoint import check_restorable, load_checkpoint, save_checkpoint
 from .client import FitIns, LocalTraining, UnusableResult, check_result, local_update
 from .executors import Executor, clone_model, make_executor
 from .identity import array_digest, data_fingerprint, describe, differences
-from .sampling import SYSTEM, clients_per_round_count, make_rng, sample_clients
+from .sampling import SAMPLINGS, SYSTEM, SamplingPlan, clients_per_round_count, make_rng
 from .strategies import FedAvg, Strategy
 
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -114,7 +115,13 @@ class Simulation:
     rounds : int, default 10
         Total number of rounds (a resumed run continues up to it).
     clients_per_round : int or float, default 10
-        A count, or a fraction in (0, 1] of all clients.
+        A count, or a fraction in (0, 1] of all clients (with Poisson sampling: the expected
+        number, ``q = count / number of clients``).
+    sampling : {"fixed", "poisson"}, default "fixed"
+        ``"fixed"``: exactly ``clients_per_round`` distinct clients a round; ``"poisson"``:
+        each client joins independently with probability ``q``, so a round's size varies (it
+        may fail for want of ``min_clients``). Either is seeded from (seed, round), and a DP
+        stage accounts each with its own analysis (see :class:`~npgru.fed.DPAggregate`).
     min_clients : int, default 1
         Valid updates a round needs to commit; with fewer, the model stays as it was and the
         round is recorded as failed. The strategy's own ``min_clients`` (Krum's ``2f + 3``)
@@ -172,7 +179,8 @@ class Simulation:
 
     def __init__(self, model, data, strategy: Strategy | None = None, *,
                  training: LocalTraining | None = None, rounds: int = 10,
-                 clients_per_round: int | float = 10, min_clients: int = 1,
+                 clients_per_round: int | float = 10, sampling: str = "fixed",
+                 min_clients: int = 1,
                  dropout: float = 0.0, stragglers: float = 0.0, straggler_policy: str = "drop",
                  executor: str | Executor = "serial", workers: int | None = None,
                  local_update: Callable | None = None, eval_every: int = 1,
@@ -202,6 +210,7 @@ class Simulation:
         self.training = LocalTraining() if training is None else training
         self.rounds = rounds
         self.clients_per_round = clients_per_round
+        self.sampling = sampling
         self.min_clients = min_clients
         self.dropout = dropout
         self.stragglers = stragglers
@@ -243,6 +252,7 @@ class Simulation:
         check_int_range("seed", self.seed, 0)
         for name in ("dropout", "stragglers"):
             check_real_range(name, getattr(self, name), 0, 1, include_high=False)
+        check_choice("sampling", self.sampling, SAMPLINGS)
         if self.straggler_policy not in ("drop", "partial"):
             raise InputValueError(
                 f"straggler_policy must be 'drop' or 'partial', got {self.straggler_policy!r}"
@@ -288,7 +298,7 @@ class Simulation:
         ``options`` — but not ``rounds`` (a resumed run may go on longer), how often it
         evaluates or checkpoints, or where it runs (executors give the same bits).
         """
-        settings = ("clients_per_round", "min_clients", "dropout", "stragglers",
+        settings = ("clients_per_round", "sampling", "min_clients", "dropout", "stragglers",
                     "straggler_policy", "local_update", "seed")
         return {
             "options": describe(dict(self.options or {})),
@@ -363,6 +373,8 @@ class Simulation:
         model.eval()
         params = model.flat_params  # the global parameters, updated in place by commits
         strategy.initialize(params, len(clients))
+        self._plan = SamplingPlan(self.sampling, per_round, len(clients))
+        strategy.set_sampling(self._plan)
         meta = self._identity(strategy, clients)
         self.model_, self.strategy_, self.history_ = model, strategy, History()
         self.client_states_: dict[str, dict[str, np.ndarray]] = {}
@@ -378,7 +390,7 @@ class Simulation:
         executor.start(self.model, clients, self.training, self.local_update or local_update)
         with executor:
             for t in range(start + 1, self.rounds + 1):
-                record = self._round(t, ids, per_round, strategy, executor)
+                record = self._round(t, ids, strategy, executor)
                 if self.eval_every and (t % self.eval_every == 0 or t == self.rounds):
                     record.update(self._evaluate(executor, clients, test_set))
                 self.history_.records.append(record)
@@ -427,11 +439,10 @@ class Simulation:
             return None, float(u[2])
         return None, 1.0
 
-    def _round(self, t: int, ids: list[str], per_round: int, strategy: Strategy,
-               executor: Executor) -> dict:
+    def _round(self, t: int, ids: list[str], strategy: Strategy, executor: Executor) -> dict:
         start = time.perf_counter()
         params = self.model_.flat_params
-        sampled = sample_clients(ids, per_round, self.seed, t)
+        sampled = self._plan.sample(ids, self.seed, t)
         config = strategy.configure_fit(t)
         dropped: dict[str, str] = {}
         partial: dict[str, float] = {}

@@ -33,6 +33,7 @@ from .._registry import Registry
 from .aggregate import WeightedMean
 from .client import ClientHook, FitRes, HookContext
 from .identity import describe
+from .sampling import SamplingPlan
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,13 @@ class Strategy(abc.ABC):
     def round_metrics(self) -> dict:
         """Figures of the round just committed for its history record (e.g. privacy spent)."""
         return {}
+
+    def set_sampling(self, plan: SamplingPlan) -> None:
+        """Learn how the run samples its clients (the simulation calls it after initialize).
+
+        Only a strategy whose figures depend on it uses it (the DP accountant).
+        """
+        self._sampling = plan
 
     @abc.abstractmethod
     def state_dict(self) -> dict[str, np.ndarray]:

@@ -99,6 +99,10 @@ class Stage(Strategy):
         self._metrics = {}
         self.setup()
 
+    def set_sampling(self, plan) -> None:
+        self.strategy.set_sampling(plan)
+        self._sampling = plan
+
     def setup(self) -> None:
         """Reset this stage's own state (after the inner strategy's ``initialize``)."""
 

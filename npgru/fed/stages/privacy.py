@@ -44,9 +44,8 @@ class DifferentialPrivacy:
     noise_multiplier : float
         ``z >= 0``: noise ``N(0, (zC)²)`` on the sum of clipped updates.
     delta : float
-        The δ at which ε is reported. Each round is accounted as a sampled Gaussian mechanism with
-        rate ``q = (updates in the aggregate) / (all clients)`` — the Poisson-sampling analysis of
-        McMahan et al. 2018 applied to the simulator's fixed-size sampling.
+        The δ at which ε is reported. How each round is accounted depends on the run's client
+        sampling (see :class:`DPAggregate`).
     target_quantile : float, optional
         Track this quantile of update norms with the clip (adaptive clipping); ``None``: fixed.
     clip_learning_rate : float
@@ -92,8 +91,9 @@ class ClippedMean:
     """
 
     def __init__(self, size: int, clip: float, noise_multiplier: float,
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, denominator: float | None = None) -> None:
         self.size, self.clip, self.noise_multiplier, self.rng = size, clip, noise_multiplier, rng
+        self.denominator = denominator  # None: the number of updates summed
         self.secure = None
         self.secure_seed: tuple = ()
         self.norms: list[float] = []
@@ -122,7 +122,11 @@ class ClippedMean:
         self.norms.append(norm)
 
     def result(self) -> np.ndarray:
-        """``(Σ clip(Δ_k) + N(0, (zC)²)) / K`` over the updates that reached the sum."""
+        """``(Σ clip(Δ_k) + N(0, (zC)²)) / K`` over the updates that reached the sum.
+
+        ``K`` is their number, or ``denominator`` if one was given (the expected number under
+        Poisson sampling: a fixed divisor, so the released mean reveals no count).
+        """
         total = self._sum
         if self.secure is not None:
             fate = np.random.default_rng(list(self.secure_seed)).random(self.count)
@@ -134,6 +138,8 @@ class ClippedMean:
                                frac_bits=self.secure.frac_bits, dropped=self.rejected)
         if self.noise_multiplier > 0:
             total = gaussian_mechanism(total, self.clip, self.noise_multiplier, self.rng)
+        if self.denominator is not None:
+            return total / self.denominator
         return total / (self.count - len(self.rejected))
 
 
@@ -144,6 +150,22 @@ class DPAggregate(Stage):
     averaged unweighted; the inner strategy's server update then applies the mean. Per round
     the history gets ``epsilon`` (at ``dp.delta``; ``None`` when ``z = 0``), ``dp_clip`` and
     ``rejected``.
+
+    The accountant follows the run's client sampling (``Simulation(sampling=...)``):
+
+    - ``"fixed"`` — ``m`` of ``n`` clients without replacement: the Wang, Balle and
+      Kasiviswanathan 2019 bound for sampling without replacement at ``q = m / n``, under the
+      replace-one relation (``n`` public), where the clipped sum's sensitivity is ``2C`` —
+      noise multiplier ``z / 2`` in that analysis. The mean divides by the updates received.
+    - ``"poisson"`` — each client with probability ``q``: the sampled Gaussian mechanism
+      (Mironov et al. 2019) at ``q``, under add/remove-one; the mean divides by the expected
+      number ``q·n`` (McMahan et al. 2018's fixed-denominator estimator).
+
+    Either way ε is then the privacy of the run that produced it, for clients that drop out or
+    fail independently of their data (that only lowers the rate). Rounds that fail (fewer than
+    ``min_clients`` updates) release no model and are not accounted. Driven without a sampling
+    plan (outside :class:`~npgru.fed.Simulation`), a round is accounted as Poisson-sampled at
+    ``q = (updates in the aggregate) / n``.
 
     Parameters
     ----------
@@ -189,8 +211,11 @@ class DPAggregate(Stage):
 
     def begin_aggregate(self, server_round: int) -> RoundAggregate:
         agg = super().begin_aggregate(server_round)
+        plan = getattr(self, "_sampling", None)
+        denominator = plan.size if plan is not None and plan.scheme == "poisson" else None
         self._mean = ClippedMean(agg.size, self.clip, self.dp.update_noise_multiplier(),
-                                 make_rng(self.seed, server_round, DP_NOISE))
+                                 make_rng(self.seed, server_round, DP_NOISE),
+                                 denominator=denominator)
         agg.delta, agg.weighted = self._mean, False
         return agg
 
@@ -198,8 +223,13 @@ class DPAggregate(Stage):
         super().commit(server_round, params, agg)
         mean = self._mean
         metrics: dict = {"rejected": [agg.client_ids[i] for i in mean.rejected], "dp_clip": self.clip}
-        self._accountant.step((mean.count - len(mean.rejected)) / self._num_clients,
-                              self.dp.noise_multiplier)
+        plan, z = getattr(self, "_sampling", None), self.dp.noise_multiplier
+        if plan is None:
+            self._accountant.step((mean.count - len(mean.rejected)) / self._num_clients, z)
+        elif plan.scheme == "poisson":
+            self._accountant.step(plan.rate, z, sampling="poisson")
+        else:  # replace-one: the sum's sensitivity is 2C
+            self._accountant.step(plan.rate, z / 2, sampling="fixed")
         epsilon = self._accountant.epsilon(self.dp.delta)
         metrics["epsilon"] = epsilon if math.isfinite(epsilon) else None  # z = 0: no privacy
         if self._adaptive is not None:
