@@ -97,7 +97,7 @@ def test_readme_block_is_replaced_between_the_markers(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--configs", "nope"], ["--contenders", "numpy"],
-                                  ["--runs", "0"]])
+                                  ["--runs", "0"], ["--readme", "no-such-README.md"]])
 def test_bad_options_are_one_line_errors(argv, tmp_path, capsys):
     assert main(["bench", "--smoke", "--out", str(tmp_path), *argv]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1

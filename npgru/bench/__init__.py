@@ -118,6 +118,9 @@ def run(args: argparse.Namespace, command: str, log=print) -> dict:
         raise InputValueError(f"--blocks, --runs and --threads must be ≥ 1, got {blocks}, {runs}, "
                          f"{args.threads}")
     names = _names(args.configs, CASE_NAMES, mode["cases"], "configs")
+    if args.readme and not report.has_readme_block(args.readme):  # refuse before the run
+        raise InputValueError(f"--readme {args.readme}: no {report.README_BEGIN} … "
+                              f"{report.README_END} block to replace")
     skipped = []
     if args.configs is None and len(names) < len(CASE_NAMES):
         left = [n for n in CASE_NAMES if n not in names]
@@ -220,24 +223,19 @@ def _write_all(results: dict, args: argparse.Namespace, log) -> None:
         os.replace(path + ".tmp", path)
         return path
 
+    plots = harness.available("matplotlib")
+    if not plots:
+        results["skipped"].append({"what": "gru.png", "why": "matplotlib is not installed"})
     md, table = report.markdown(results), report.readme_table(results)
     written = [write("gru.json", json.dumps(results, indent=1) + "\n"), write("gru.md", md),
                write("gru_readme.md", table)]
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        results["skipped"].append({"what": "gru.png", "why": "matplotlib is not installed"})
-        log("[bench] skipping gru.png: matplotlib is not installed")
-        write("gru.json", json.dumps(results, indent=1) + "\n")
-    else:
+    if plots:
         png = os.path.join(args.out, "gru.png")
         report.chart(results, png + ".tmp.png")
         os.replace(png + ".tmp.png", png)
         written.append(png)
     if args.readme:
-        if not report.replace_readme_block(args.readme, table):
-            raise InputValueError(f"--readme {args.readme}: no {report.README_BEGIN} … "
-                             f"{report.README_END} block to replace")
+        report.replace_readme_block(args.readme, table)
         written.append(args.readme)
     log(md)
     for s in results["skipped"]:

@@ -27,6 +27,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,7 @@ def _hidden_gemms(cfg, reps: int) -> tuple[float, float]:
     return (best(lambda: np.matmul(h, u_t, out=gh)), best(lambda: np.matmul(dg, w, out=dh)))
 
 
-def _charlm_step() -> tuple[Callable[[], object], object]:
+def _charlm_step() -> tuple[Callable[[], object], Any]:
     """The paper's CharLM SGD step and its GRU (see :mod:`npgru.bench.workloads`)."""
     import npgru
     from npgru.optim import SGD
@@ -113,7 +114,7 @@ def _charlm_step() -> tuple[Callable[[], object], object]:
         model.loss_and_grad(X, y)
         opt.step()
 
-    return step, model.gru
+    return step, model.gru  # type: ignore[attr-defined]
 
 
 def profile(name: str, reps: int = 15) -> dict[str, float]:
@@ -121,6 +122,7 @@ def profile(name: str, reps: int = 15) -> dict[str, float]:
     one SGD step of the paper model, its embedding, head, loss and update as ``model``)."""
     import npgru
 
+    gru: Any
     if name == "CharLM":
         step, gru = _charlm_step()
         cfg = (10, 80, 8, 256, 2)
@@ -140,8 +142,8 @@ def profile(name: str, reps: int = 15) -> dict[str, float]:
         acc: dict[str, float] = defaultdict(float)
         with _timers(acc):
             forward, backward = gru.forward, gru.backward
-            gru.forward = _timed(acc, "forward", forward)  # type: ignore[method-assign]
-            gru.backward = _timed(acc, "backward", backward)  # type: ignore[method-assign]
+            gru.forward = _timed(acc, "forward", forward)
+            gru.backward = _timed(acc, "backward", backward)
             try:
                 t0 = clock()
                 step()

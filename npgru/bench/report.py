@@ -205,11 +205,24 @@ def readme_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _readme_pattern() -> re.Pattern:
+    return re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
+
+
+def has_readme_block(path: str) -> bool:
+    """Whether ``path`` is readable and holds the benchmark markers."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return bool(_readme_pattern().search(f.read()))
+    except OSError:
+        return False
+
+
 def replace_readme_block(path: str, table: str) -> bool:
     """Put ``table`` between the README's benchmark markers; False if the markers are absent."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
+    pattern = _readme_pattern()
     if not pattern.search(text):
         return False
     new = pattern.sub(lambda _: f"{README_BEGIN}\n{table}{README_END}", text)
