@@ -418,27 +418,27 @@ class Recurrent(Module):
             st = self._stream_state(B, K)
         _, _, _, kernel, offs, work, hbuf, wbuf = st
         shape = (self.num_layers, B, self.hidden_size)
-        # the common case (states and outs of the right kind) costs one test each, in plain
-        # loops: a step of a small model takes a few µs in all
-        args = [x]
-        for name, v in zip(self.cell.states, states, strict=True):
-            if not (type(v) is np.ndarray and v.dtype == dt and v.flags.c_contiguous
-                    and v.shape == shape):
-                v = _stream_in(name, v, dt, shape)
-            args.append(v)
-        args += (self.flat_params, offs)
-        n = len(states)
-        for k, v in enumerate(outs):
+        # the common case (every state and out of the right kind) costs one test each and
+        # builds nothing: a step of a small model takes a few µs in all
+        for v in states + outs:
             if not (type(v) is np.ndarray and v.dtype == dt and v.flags.c_contiguous
                     and v.flags.writeable and v.shape == shape):
-                v = _stream_out("out" if n == 1 else f"out[{k}]", v, dt, shape)
-            args.append(v)
-        new = args[-n:]
-        args += (work, hbuf, wbuf)
-        if not kernel(*args):
+                states, outs = self._stream_arrays(states, outs, shape)
+                break
+        if not kernel(x, *states, self.flat_params, offs, *outs, work, hbuf, wbuf):
             names = " and ".join(self.cell.states)
             raise ValueError(f"x and {names} must be finite (no NaN or Inf)")
-        return new
+        return outs
+
+    def _stream_arrays(self, states, outs, shape) -> tuple[list, list]:
+        """:meth:`_step`'s states and outs checked and converted (zeros for a missing state, a
+        new array for a missing out)."""
+        dt, n = self.dtype, len(states)
+        states = [_stream_in(name, v, dt, shape)
+                  for name, v in zip(self.cell.states, states, strict=True)]
+        outs = [_stream_out("out" if n == 1 else f"out[{k}]", v, dt, shape)
+                for k, v in enumerate(outs)]
+        return states, outs
 
     def _stream_state(self, B: int, K) -> tuple:
         """Scratch buffers, parameter offsets and the kernel for :meth:`_step`, kept while the

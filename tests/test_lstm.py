@@ -147,7 +147,7 @@ def test_backends_agree(shape, dtype):
     T_, B_, D_, H_ = shape
     rng = np.random.default_rng(4)
     x = rng.standard_normal((T_, B_, D_)).astype(dtype)
-    hx = tuple(rng.standard_normal((2, B_, H_)).astype(dtype) for _ in range(2))
+    hx = tuple(rng.standard_normal((4, B_, H_)).astype(dtype) for _ in range(2))  # 2 layers × 2
     lengths = rng.integers(1, T_ + 1, B_)
     results = []
     previous = npgru.get_backend()
