@@ -1,5 +1,6 @@
 """The LSTM layer: float64 gradients against finite differences, parity with torch.nn.LSTM
-(packed bidirectional included), both backends, streaming, and the cell's reference step."""
+(packed bidirectional included), both backends, streaming (its cell's reference step is
+checked with the GRU's in test_cell.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import numpy as np
 import pytest
 
 import npgru
-from npgru.lstm import LSTM_CELL
 
 from .conftest import require
 from .test_gru_torch import _rel
@@ -57,28 +57,6 @@ def test_gradcheck_every_parameter_x_h0_and_c0(backend, L, bidir, bf, use_len, b
     assert set(errors) == set(lstm.params) | {"x", "h0", "c0"}
     worst = max(errors, key=errors.get)
     assert errors[worst] <= 1e-7, f"{worst}: relative error {errors[worst]:.2e}"
-
-
-def test_reference_step_pair_is_the_layer_and_its_gradient():
-    """The cell's plain float64 step pair equals one step of the layer, and its backward
-    passes a finite-difference check."""
-    rng = np.random.default_rng(2)
-    lstm = npgru.LSTM(D, H, dtype=np.float64, seed=1)
-    p = {k[: -len("_l0")]: v for k, v in lstm.params.items()}
-    x, h, c = rng.standard_normal((B, D)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
-    (h1, c1), cache = LSTM_CELL.step_forward(x, (h, c), p)
-    _, (h_n, c_n) = lstm.forward(x[None], (h[None], c[None]))
-    np.testing.assert_allclose(h1, h_n[0], rtol=1e-13, atol=1e-14)
-    np.testing.assert_allclose(c1, c_n[0], rtol=1e-13, atol=1e-14)
-    S, U = rng.standard_normal((2, B, H))
-    dx, (dh, dc), dp = LSTM_CELL.step_backward((S, U), cache)
-
-    def loss() -> float:
-        (a, b), _ = LSTM_CELL.step_forward(x, (h, c), p)
-        return float(np.sum(a * S) + np.sum(b * U))
-
-    errors = npgru.gradcheck(loss, {**p, "x": x, "h": h, "c": c}, {**dp, "x": dx, "h": dh, "c": dc})
-    assert max(errors.values()) <= 1e-8, errors
 
 
 CASES = [
