@@ -96,9 +96,10 @@ def test_a_client_stuck_inside_a_step_has_its_actor_killed_and_replaced(ray):
 
     kinds = ["", "sleep", "deaf", ""]
     good_model(kinds)
-    sim = sim_of(kinds, hanging_update, time_budget=3.0, rounds=2, executor=ray_executor())
+    # generous: a replacement actor loads npgru and its compiled kernels before its first step
+    sim = sim_of(kinds, hanging_update, time_budget=10.0, rounds=2, executor=ray_executor())
     history = sim.run()
     for record in history:
-        assert record["ok"] == ["c0", "c3"]
+        assert record["ok"] == ["c0", "c3"], record["dropped"]
         for cid in ("c1sleep", "c2deaf"):
             assert record["dropped"][cid].startswith("timeout"), record["dropped"]

@@ -277,7 +277,7 @@ def test_checkpoint_is_plain_npz(tmp_path):
     assert ckpt["round"] == 2 and len(ckpt["history"]) == 2
     assert set(ckpt["strategy_state"]) == {"c"} and ckpt["client_states"]
     (tmp_path / "bad.npz").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot read checkpoint"):
+    with pytest.raises(ValueError, match="as an npgru federated checkpoint"):
         load_checkpoint(str(tmp_path / "bad.npz"))
 
 

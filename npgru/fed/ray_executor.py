@@ -48,6 +48,10 @@ class _Worker:
         self.clients = {c.client_id: c for c in clients}
         self.training, self.update = training, update
 
+    def ready(self) -> bool:
+        """Answered once the actor is built: its start-up never counts against a deadline."""
+        return True
+
     def fit(self, params: np.ndarray, ins: FitIns) -> FitRes:
         return run_fit(self.update, self.model, self.clients[ins.client_id], params, ins,
                        self.training)
@@ -104,6 +108,7 @@ class RayExecutor(Executor):
         self._ray = ray
         self._new_actor = lambda: actor.remote(model, self._clients_ref, training, update)
         self._actors = [self._new_actor() for _ in range(workers)]
+        ray.get([a.ready.remote() for a in self._actors])
         budget = training.time_budget
         self._fit_limit = None if budget is None else budget + kill_grace(budget)
 
@@ -171,6 +176,7 @@ class RayExecutor(Executor):
 
     def _replace(self, dead) -> Any:
         fresh = self._new_actor()
+        self._ray.get(fresh.ready.remote())
         self._actors[self._actors.index(dead)] = fresh
         return fresh
 
