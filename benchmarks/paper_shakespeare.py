@@ -2,6 +2,7 @@
 
     python benchmarks/paper_shakespeare.py paper --out runs/paper
     python benchmarks/paper_shakespeare.py paper --rounds 2 --out /tmp/check   # two minutes
+    python benchmarks/paper_shakespeare.py eval-cost    # CPU time of one evaluation per batch size
     python benchmarks/paper_shakespeare.py compare
 
 ``paper``: the paper's configuration with a GRU in place of the LSTM — natural role split (one
@@ -362,6 +363,31 @@ def evaluate_npgru(model, x: np.ndarray, y: np.ndarray, batch: int) -> dict:
     return position_metrics(batches())
 
 
+def eval_cost(args) -> dict:
+    """One-thread CPU seconds to evaluate the test sample, per ``--eval-batch`` value.
+
+    CPU time of this thread with every pool limited to one thread: steady on a busy machine,
+    where wall time is not. Passes alternate over the batch sizes; each keeps its best.
+    """
+    from threadpoolctl import threadpool_limits
+
+    _, model, x, y = load_setup(args)
+    model.eval()
+    seconds: dict[int, list[float]] = {b: [] for b in args.batches}
+    with threadpool_limits(1):
+        evaluate_npgru(model, x[:8], y[:8], 8)  # compile and warm up
+        for _ in range(args.repeats):
+            for b in args.batches:
+                t = time.thread_time()
+                evaluate_npgru(model, x, y, b)
+                seconds[b].append(time.thread_time() - t)
+    print(f"{len(x)} test windows, GRU {args.num_layers}x{args.hidden_size}, one thread, "
+          f"CPU seconds (best of {args.repeats}):")
+    for b, s in seconds.items():
+        print(f"  --eval-batch {b:>5}: {min(s):.2f} s   (all: {', '.join(f'{v:.2f}' for v in s)})")
+    return seconds
+
+
 def compare(args) -> None:
     data = shakespeare.load(min_chars=10_000, max_clients=30, seq_len=80)
     strategies = {
@@ -431,6 +457,12 @@ def main(argv=None):
     g.add_argument("--executor", choices=["serial", "process"], default="process")
     g.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     q.set_defaults(func=paper)
+    q = sub.add_parser("eval-cost", help="CPU time of evaluating the test sample per batch size")
+    add_paper_arguments(q, "unused")
+    q.add_argument("--batches", type=lambda t: [int(v) for v in t.split(",")],
+                   default=[100, 256, 2000], help="comma-separated --eval-batch values")
+    q.add_argument("--repeats", type=int, default=3)
+    q.set_defaults(func=eval_cost)
     q = sub.add_parser("compare", help="FedAvg vs FedProx vs FedAdam at a small scale")
     q.add_argument("--rounds", type=int, default=15)
     q.add_argument("--seed", type=int, default=0)
