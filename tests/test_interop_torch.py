@@ -92,20 +92,25 @@ def test_torch_gru_model_to_npgru(tmp_path, rng):
     np.testing.assert_allclose(model.predict(X, LENGTHS), expected, atol=TOL, rtol=0)
 
 
-def test_torch_nn_gru_to_npgru(tmp_path, rng):
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_torch_nn_gru_to_npgru(tmp_path, rng, cell):
+    """nn.GRU (nn.LSTM) → npgru.GRU (npgru.LSTM), told apart by the gate count alone."""
     torch = require_torch()
     torch.manual_seed(1)
-    ref = torch.nn.GRU(3, 5, num_layers=2, bidirectional=True)
+    ref = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell](3, 5, num_layers=2, bidirectional=True)
     x = rng.standard_normal((6, 4, 3)).astype(np.float32)
     train_torch(torch, ref, lambda m, x: m(x)[0].square().mean(), torch.from_numpy(x), steps=5)
-    save_torch_npz(torch, ref, tmp_path / "gru.npz")
+    save_torch_npz(torch, ref, tmp_path / "rnn.npz")
 
-    with np.load(tmp_path / "gru.npz") as state:
-        gru = from_torch_state_dict(state)
-    out, h_n = gru.forward(x)
-    ref_out, ref_h_n = ref(torch.from_numpy(x))
+    with np.load(tmp_path / "rnn.npz") as state:
+        rnn = from_torch_state_dict(state)
+    assert type(rnn) is {"gru": npgru.GRU, "lstm": npgru.LSTM}[cell]
+    out, state_n = rnn.forward(x)
+    ref_out, ref_state_n = ref(torch.from_numpy(x))
     np.testing.assert_allclose(out, ref_out.detach().numpy(), atol=TOL, rtol=0)
-    np.testing.assert_allclose(h_n, ref_h_n.detach().numpy(), atol=TOL, rtol=0)
+    pairs = zip(state_n, ref_state_n, strict=True) if cell == "lstm" else [(state_n, ref_state_n)]
+    for mine, theirs in pairs:  # h_n (and c_n)
+        np.testing.assert_allclose(mine, theirs.detach().numpy(), atol=TOL, rtol=0)
 
 
 @pytest.mark.parametrize("kind", ["regressor", "classifier"])
@@ -162,24 +167,14 @@ def test_npgru_gru_to_torch_nn_gru(rng):
                                atol=TOL, rtol=0)
 
 
-def test_torch_nn_lstm_both_ways(tmp_path, rng):
+def test_npgru_lstm_to_torch_nn_lstm(rng):
     torch = require_torch()
-    torch.manual_seed(2)
+    lstm = npgru.LSTM(3, 5, num_layers=2, bidirectional=True, seed=3)
     ref = torch.nn.LSTM(3, 5, num_layers=2, bidirectional=True)
-    x = rng.standard_normal((6, 4, 3)).astype(np.float32)
-    train_torch(torch, ref, lambda m, x: m(x)[0].square().mean(), torch.from_numpy(x), steps=5)
-    save_torch_npz(torch, ref, tmp_path / "lstm.npz")
-    with np.load(tmp_path / "lstm.npz") as state:
-        lstm = from_torch_state_dict(state)
-    assert isinstance(lstm, npgru.LSTM) and lstm.num_layers == 2 and lstm.bidirectional
-    out, (h_n, c_n) = lstm.forward(x)
-    ref_out, (ref_h, ref_c) = ref(torch.from_numpy(x))
-    for mine, theirs in ((out, ref_out), (h_n, ref_h), (c_n, ref_c)):
-        np.testing.assert_allclose(mine, theirs.detach().numpy(), atol=TOL, rtol=0)
-    back = torch.nn.LSTM(3, 5, num_layers=2, bidirectional=True)
-    back.load_state_dict(to_torch(torch, to_torch_state_dict(lstm)))  # strict: every key
-    np.testing.assert_allclose(back(torch.from_numpy(x))[0].detach().numpy(), out, atol=TOL,
-                               rtol=0)
+    ref.load_state_dict(to_torch(torch, to_torch_state_dict(lstm)))  # strict: every key
+    x = rng.standard_normal((6, 2, 3)).astype(np.float32)
+    np.testing.assert_allclose(lstm.forward(x)[0], ref(torch.from_numpy(x))[0].detach().numpy(),
+                               atol=TOL, rtol=0)
 
 
 @pytest.mark.parametrize("kind", ["regressor", "classifier", "charlm"])

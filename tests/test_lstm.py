@@ -4,13 +4,12 @@ checked with the GRU's in test_cell.py)."""
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
 import npgru
 
+from . import test_gru, test_gru_torch
 from .conftest import require
 from .test_gru_torch import _rel
 
@@ -18,16 +17,9 @@ T, B, D, H = 4, 3, 3, 4
 LENGTHS = np.array([4, 1, 3])
 
 
-def _grid():
-    """Layers {1,2,3} × uni/bi × batch_first × lengths × bias (as the GRU's gradcheck grid)."""
-    for L, bidir, bf, use_len, bias in itertools.product(
-        (1, 2, 3), (False, True), (False, True), (False, True), (True, False)
-    ):
-        if L == 3 and (bf or not bias):
-            continue
-        yield pytest.param(L, bidir, bf, use_len, bias,
-                           id=f"L{L}-{'bi' if bidir else 'uni'}-{'bf' if bf else 'tm'}"
-                              f"-{'len' if use_len else 'full'}-{'bias' if bias else 'nobias'}")
+# the GRU's gradcheck grid (layers × directions × layout × lengths × bias) for its one cell
+GRID = [pytest.param(*p.values[1:], id=p.id.split("-", 1)[1]) for p in test_gru._grid()
+        if p.values[0] == "torch"]
 
 
 def _inputs(L, dirs, bf, seed=0):
@@ -36,7 +28,7 @@ def _inputs(L, dirs, bf, seed=0):
     return x, rng.standard_normal((L * dirs, B, H)), rng.standard_normal((L * dirs, B, H))
 
 
-@pytest.mark.parametrize("L,bidir,bf,use_len,bias", list(_grid()))
+@pytest.mark.parametrize("L,bidir,bf,use_len,bias", GRID)
 def test_gradcheck_every_parameter_x_h0_and_c0(backend, L, bidir, bf, use_len, bias):
     lstm = npgru.LSTM(D, H, L, bias=bias, batch_first=bf, bidirectional=bidir,
                       dtype=np.float64, seed=7)
@@ -59,13 +51,7 @@ def test_gradcheck_every_parameter_x_h0_and_c0(backend, L, bidir, bf, use_len, b
     assert errors[worst] <= 1e-7, f"{worst}: relative error {errors[worst]:.2e}"
 
 
-CASES = [
-    pytest.param(L, bidir, bf, use_len, bias, id=f"L{L}-{'bi' if bidir else 'uni'}-"
-                 f"{'bf' if bf else 'tm'}-{'packed' if use_len else 'full'}-{'b' if bias else 'nob'}")
-    for L, bidir, bf, use_len, bias in itertools.product(
-        (1, 2, 3), (False, True), (False, True), (False, True), (True, False))
-    if not (L == 3 and not bias)
-]
+CASES = test_gru_torch.CASES  # the GRU's parity grid, packed bidirectional included
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
