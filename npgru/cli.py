@@ -240,15 +240,19 @@ def _prepare_out(out: str) -> None:
     remove_stale_temp_files(out)
 
 
-def _write_records(out: str, records, x: str, title: str) -> bool:
-    """history.json and, where matplotlib is installed, curves.png (each atomically).
+#: while a run goes on, curves.png is redrawn at most this often (drawing takes ≈0.5 s)
+CURVES_EVERY_S = 30.0
+
+
+def _write_records(out: str, records, x: str, title: str, curves: bool = True) -> bool:
+    """history.json and, if ``curves`` and matplotlib is installed, curves.png (atomically).
 
     Returns whether curves.png was drawn.
     """
     from .plots import plot_curves, plotting_available
 
     write_json(os.path.join(out, "history.json"), records)
-    if not plotting_available():
+    if not (curves and plotting_available()):
         return False
     plot_curves(records, os.path.join(out, "curves.png"), x=x, title=title)
     return True
@@ -421,13 +425,18 @@ def cmd_federate(args) -> None:
         bar = progress_bar(args.rounds, "rounds", "round", leave=False)
 
     title = f"{args.strategy} on {args.dataset}, {len(data.clients)} clients"
+    drawn_at = -CURVES_EVERY_S
 
     def report(record: dict) -> None:
+        nonlocal drawn_at
         if bar is not None:
             bar.update(record["round"] - bar.n)
             bar.write(_round_line(_summary(record)))
-        # after every round: a run watched or killed midway keeps its record and curves
-        _write_records(args.out, [_summary(r) for r in sim.history_], "round", title)
+        # after every round: a run watched or killed midway keeps its record (and its curves,
+        # redrawn at most every CURVES_EVERY_S so that short rounds are not slowed by drawing)
+        due = time.perf_counter() - drawn_at >= CURVES_EVERY_S
+        if _write_records(args.out, [_summary(r) for r in sim.history_], "round", title, due):
+            drawn_at = time.perf_counter()
 
     history = sim.run(resume=args.resume, callback=report)
     if bar is not None:
@@ -536,7 +545,9 @@ def make_parser() -> argparse.ArgumentParser:
                                    "clients trains locally from the global model and sends its "
                                    "parameter delta; the strategy aggregates them. Writes "
                                    "history.json, model.npz, curves.png (and a checkpoint for "
-                                   "--resume) to --out.")
+                                   "--resume) to --out; history.json after every round and "
+                                   "curves.png at least every 30 s while it runs, so a run can "
+                                   "be watched, and killed without losing its record.")
     _data_options(p)
     _model_options(p)
     g = p.add_argument_group("rounds")
