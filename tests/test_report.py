@@ -93,3 +93,11 @@ def test_report_refuses_a_missing_or_damaged_run_in_one_line(tmp_path, capsys, d
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle in err and str(bad) in err
     assert not png.exists()
+
+
+def test_report_help_names_its_arguments(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["report", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "RUN_DIR" in text and "--out" in text and "--target" in text
