@@ -41,6 +41,7 @@ REAL_FLAGS = {
     "dp_noise": (0, None, True, True), "temperature": (0, None, True, True),
     "target": (0, 1, True, True),
     "server_momentum": (0, 1, True, False), "dp_delta": (0, 1, False, False),
+    "deadline": (0, None, False, True), "over_select": (1, None, True, True),
 }
 
 
@@ -403,7 +404,9 @@ def cmd_federate(args) -> None:
     sim = fed.Simulation(
         model, data, strategy, training=training, rounds=args.rounds,
         clients_per_round=args.clients_per_round, sampling=args.sampling,
-        min_clients=args.min_clients,
+        min_clients=args.min_clients, device_profile=args.device_profile,
+        deadline=args.deadline, straggler_policy=args.straggler_policy,
+        over_select=args.over_select,
         executor=args.executor, workers=args.workers,
         eval_every=args.eval_every, federated_eval=args.federated_eval,
         checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every, seed=args.seed,
@@ -460,8 +463,11 @@ def cmd_generate(args) -> None:
 
 def cmd_report(args) -> None:
     """Accuracy against round and against wall-clock minutes for several runs, one PNG."""
+    from .plots import plotting_available
     from .report import load_run, plot_runs
 
+    if not plotting_available():  # the PNG is all this command makes
+        raise UsageError("npgru report: drawing needs matplotlib: pip install 'npgru[plots]'")
     runs = [load_run(path) for path in args.runs]
     plot_runs(runs, args.out, target=args.target)
     for run in runs:
@@ -563,6 +569,20 @@ def make_parser() -> argparse.ArgumentParser:
                         "sampled Gaussian)")
     g.add_argument("--min-clients", type=int, default=1,
                    help="valid updates a round needs to commit")
+    g = p.add_argument_group("simulated time (each record gets sim_time, simulated seconds)")
+    g.add_argument("--device-profile", choices=["uniform", "mobile"], default="uniform",
+                   help="clients' devices: uniform (all alike: 2 GFLOP/s, 20/5 Mbit/s down/up, "
+                        "50 ms, always online) or mobile (heavy-tailed speeds and bandwidths, a "
+                        "daily online window), drawn from the seed and client id; a round lasts "
+                        "as long as its slowest counted client (download, training, upload)")
+    g.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
+                   help="simulated seconds a round allows; clients not done are dropped (or "
+                        "do the work that fits, --straggler-policy partial)")
+    g.add_argument("--straggler-policy", choices=["drop", "partial"], default="drop",
+                   help="what becomes of a client that cannot finish by --deadline")
+    g.add_argument("--over-select", type=float, default=1.0, metavar="F",
+                   help="sample F times --clients-per-round clients and count the first "
+                        "--clients-per-round to finish (Bonawitz et al. 2019); --sampling fixed")
     g.add_argument("--executor", choices=list(fed.EXECUTORS), default="serial",
                    help="run clients in this process, a process pool, or on Ray (needs the ray "
                         "extra; RAY_ADDRESS joins a cluster); results are bit-identical")

@@ -74,7 +74,7 @@ def test_a_full_stack_is_bit_identical_on_serial_and_process_executors():
 
 
 SIMULATOR_KEYS = {"round", "status", "sampled", "ok", "dropped", "partial", "num_sampled", "num_ok",
-                  "train_loss", "bytes_up", "bytes_down", "wall_time"}
+                  "train_loss", "bytes_up", "bytes_down", "wall_time", "sim_time"}
 
 
 class CountingFedAvg(fed.FedAvg):

@@ -28,6 +28,7 @@ from .aggregate import WeightedMean
 from .attacks import ATTACKS, UpdateAttack, apply_attack, choose_attackers
 from .client import ClientHook, FitIns, FitRes, HookContext, LocalTraining, local_update
 from .compress import COMPRESSORS
+from .devices import DeviceProfile
 from .executors import EXECUTORS, Executor, ProcessExecutor, SerialExecutor
 from .extensions import Extended, from_options
 from .partition import (
@@ -95,6 +96,7 @@ __all__ = [
     "choose_attackers",
     "UpdateAttack",
     "RDPAccountant",
+    "DeviceProfile",
     "ClientHook",
     "Executor",
     "FedAdagrad",

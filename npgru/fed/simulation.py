@@ -30,6 +30,8 @@ from .._checks import (
 from ..datasets.base import ClientData, FederatedData
 from .checkpoint import check_restorable, load_checkpoint, save_checkpoint
 from .client import FitIns, LocalTraining, UnusableResult, check_result, local_update
+from .clock import build_clock, first_finishers
+from .devices import POPULATIONS, device_table
 from .executors import Executor, clone_model, make_executor
 from .identity import array_digest, data_fingerprint, describe, differences
 from .sampling import SAMPLINGS, SYSTEM, SamplingPlan, clients_per_round_count, make_rng
@@ -49,8 +51,10 @@ class History:
     Every record has ``round``, ``status`` (``"ok"`` or ``"failed"``, then ``failure`` says
     why), ``sampled``, ``ok``, ``dropped`` (client id → reason), ``partial`` (straggler id →
     fraction of its work kept), ``num_sampled``, ``num_ok``, ``train_loss``, ``bytes_up``,
-    ``bytes_down`` (as transferred here: float64 deltas, the model's dtype down) and
-    ``wall_time`` (seconds of the round's training and aggregation); rounds that evaluate add
+    ``bytes_down`` (as transferred here: float64 deltas, the model's dtype down),
+    ``wall_time`` (seconds of the round's training and aggregation) and ``sim_time``
+    (simulated seconds since the start of the run at the end of the round, see
+    ``device_profile``); rounds that evaluate add
     ``test_loss`` (and ``test_accuracy``), the federated ``fed_*`` metrics (see
     :func:`federated_summary`) and ``eval_s`` (seconds the evaluation took).
     """
@@ -132,7 +136,22 @@ class Simulation:
         Probability that a sampled client is a straggler that gets only a uniform random
         fraction of its work done by the round's deadline.
     straggler_policy : {"drop", "partial"}, default "drop"
-        Drop stragglers (FedAvg), or keep their partial work (FedProx's systems heterogeneity).
+        Drop stragglers (FedAvg), or keep their partial work (FedProx's systems heterogeneity);
+        this applies to clients that miss the ``deadline`` too.
+    device_profile : {"uniform", "mobile"} or mapping, default "uniform"
+        Every client's device (compute speed, bandwidths, latency, daily online window): a
+        population of :mod:`npgru.fed.devices` drawn from (seed, client id), or a mapping of
+        client id to :class:`~npgru.fed.devices.DeviceProfile`. It drives the simulated clock:
+        a round lasts as long as its slowest counted client (download + local training +
+        upload of its actual, possibly compressed, bytes), recorded as ``sim_time``. A client
+        offline when the round starts, or going offline before it finishes, is dropped.
+    deadline : float, optional
+        Simulated seconds a round allows: clients not done by then are dropped (or, with
+        ``straggler_policy="partial"``, do the share of their work that fits, their upload
+        budgeted at the uncompressed delta's size). ``None``: no deadline.
+    over_select : float, default 1
+        Sample ``ceil(over_select × clients_per_round)`` clients and count only the first
+        ``clients_per_round`` to finish (Bonawitz et al. 2019); fixed-size sampling only.
     executor : {"serial", "process"} or Executor, default "serial"
         Where local updates run; results are bit-identical across executors.
     workers : int, optional
@@ -182,6 +201,8 @@ class Simulation:
                  clients_per_round: int | float = 10, sampling: str = "fixed",
                  min_clients: int = 1,
                  dropout: float = 0.0, stragglers: float = 0.0, straggler_policy: str = "drop",
+                 device_profile: str | Mapping = "uniform", deadline: float | None = None,
+                 over_select: float = 1.0,
                  executor: str | Executor = "serial", workers: int | None = None,
                  local_update: Callable | None = None, eval_every: int = 1,
                  federated_eval: bool = True, test_data: tuple | None = None,
@@ -215,6 +236,9 @@ class Simulation:
         self.dropout = dropout
         self.stragglers = stragglers
         self.straggler_policy = straggler_policy
+        self.device_profile = device_profile
+        self.deadline = deadline
+        self.over_select = over_select
         self.executor = executor
         self.workers = workers
         self.local_update = local_update
@@ -253,6 +277,13 @@ class Simulation:
         for name in ("dropout", "stragglers"):
             check_real_range(name, getattr(self, name), 0, 1, include_high=False)
         check_choice("sampling", self.sampling, SAMPLINGS)
+        if not isinstance(self.device_profile, Mapping):
+            check_choice("device_profile", self.device_profile, POPULATIONS)
+        check_positive_float("deadline", self.deadline, allow_none=True)
+        check_real_range("over_select", self.over_select, 1)
+        if self.over_select > 1 and self.sampling == "poisson":
+            raise InputValueError("over_select > 1 needs sampling='fixed': over-selection keeps "
+                                  "a fixed number of first finishers")
         if self.straggler_policy not in ("drop", "partial"):
             raise InputValueError(
                 f"straggler_policy must be 'drop' or 'partial', got {self.straggler_policy!r}"
@@ -299,7 +330,7 @@ class Simulation:
         evaluates or checkpoints, or where it runs (executors give the same bits).
         """
         settings = ("clients_per_round", "sampling", "min_clients", "dropout", "stragglers",
-                    "straggler_policy", "local_update", "seed")
+                    "straggler_policy", "device_profile", "deadline", "over_select", "local_update", "seed")
         return {
             "options": describe(dict(self.options or {})),
             "simulation": {name: describe(getattr(self, name)) for name in settings},
@@ -329,6 +360,8 @@ class Simulation:
         """:meth:`check`, returning the clients, the clients per round and the strategy."""
         self._check_settings()
         clients = self._clients()
+        if isinstance(self.device_profile, Mapping):  # the user's table covers every client
+            device_table(self.device_profile, int(self.seed), [c.client_id for c in clients])
         per_round = clients_per_round_count(self.clients_per_round, len(clients))
         strategy = self.strategy if self.strategy is not None else FedAvg()
         need = max(int(self.min_clients), strategy.min_clients)
@@ -373,8 +406,15 @@ class Simulation:
         model.eval()
         params = model.flat_params  # the global parameters, updated in place by commits
         strategy.initialize(params, len(clients))
-        self._plan = SamplingPlan(self.sampling, per_round, len(clients))
+        # over-selection samples more and counts the first per_round finishers
+        sampled = min(len(clients), math.ceil(float(self.over_select) * per_round - 1e-9))
+        self._keep = per_round if sampled > per_round else None
+        self._plan = SamplingPlan(self.sampling, sampled, len(clients))
         strategy.set_sampling(self._plan)
+        self._clock = build_clock(int(self.model.flat_params.size), clients, self.training,
+                                  self.device_profile, int(self.seed), self.deadline,
+                                  self.straggler_policy == "partial")
+        self._sim_time = 0.0
         meta = self._identity(strategy, clients)
         self.model_, self.strategy_, self.history_ = model, strategy, History()
         self.client_states_: dict[str, dict[str, np.ndarray]] = {}
@@ -426,6 +466,7 @@ class Simulation:
         strategy.load_state_dict(ckpt["strategy_state"])
         self.client_states_ = ckpt["client_states"]
         self.history_ = History(ckpt["history"])
+        self._sim_time = float(self.history_[-1]["sim_time"]) if len(self.history_) else 0.0
         return ckpt["round"]
 
     def _fate(self, server_round: int, client_id: str) -> tuple[str | None, float]:
@@ -447,22 +488,31 @@ class Simulation:
         dropped: dict[str, str] = {}
         partial: dict[str, float] = {}
         tasks = []
+        # what a device downloads (its state stays on it) and, at most, uploads: a float64 delta
+        self._down = params.nbytes + sum(a.nbytes for a in config.arrays.values())
         for cid in sampled:
             reason, work = self._fate(t, cid)
+            if reason is None:
+                ins = FitIns(cid, t, int(self.seed), config.hooks, config.arrays,
+                             self.client_states_.get(cid, {}), work)
+                # its device: offline, too slow for the deadline, or a share of its work
+                reason, work = self._clock.plan(cid, self._sim_time, work, self._down,
+                                                8 * params.size)
             if reason is not None:
                 dropped[cid] = reason
                 continue
+            ins.work_fraction = work
             if work < 1.0:
                 partial[cid] = work
-            tasks.append(FitIns(cid, t, int(self.seed), config.hooks, config.arrays,
-                                self.client_states_.get(cid, {}), work))
+            tasks.append(ins)
         bytes_down = sum(params.nbytes + ins.nbytes for ins in tasks)
         bytes_up, loss_sum, loss_weight = 0, 0.0, 0
         agg = strategy.begin_aggregate(t)
         new_states = {}
-        for res in executor.fit(params, tasks):
+        finish: dict[str, float] = {}
+        for res, reason, finish_s in self._received(executor.fit(params, tasks), tasks, strategy):
             bytes_up += res.nbytes
-            reason = check_result(res, params.size, params.dtype)
+            finish[res.client_id] = finish_s
             if reason is not None:
                 dropped[res.client_id] = reason
                 continue
@@ -503,7 +553,51 @@ class Simulation:
         if failure is not None:
             record["failure"] = failure
         record["wall_time"] = time.perf_counter() - start
+        self._sim_time += self._duration(agg.client_ids, finish, sampled)
+        record["sim_time"] = self._sim_time
         return record
+
+    def _received(self, results, tasks: list[FitIns], strategy: Strategy):
+        """``(result, drop reason or None, finish seconds)`` in sampling order.
+
+        A result is dropped if invalid, if it arrived after its deadline or its device went
+        offline, or — with over-selection — if it is not among the first finishers.
+        """
+        params = self.model_.flat_params
+        work = {ins.client_id: ins.work_fraction for ins in tasks}
+
+        def judged(res):
+            reason = check_result(res, params.size, params.dtype)
+            up = res.nbytes if reason is not None else strategy.upload_nbytes(res)
+            took = self._clock.time(res.client_id, work[res.client_id], self._down, up)
+            if reason is None:
+                reason = self._clock.late(res.client_id, self._sim_time, took)
+            return res, reason, took.finish_s
+
+        if self._keep is None:
+            yield from map(judged, results)
+            return
+        received = [judged(res) for res in results]  # the first finishers need all the times
+        first = first_finishers([(res.client_id, f) for res, reason, f in received
+                                 if reason is None], self._keep)
+        for res, reason, f in received:
+            if reason is None and res.client_id not in first:
+                reason = f"over-selection: not among the first {self._keep} finishers"
+            yield res, reason, f
+
+    def _duration(self, counted: list[str], finish: dict[str, float],
+                  sampled: list[str]) -> float:
+        """Simulated seconds of the round: its slowest counted client. With none counted: the
+        deadline, or else the slowest client that trained; if none did, until the first
+        sampled device comes online (the server waits for one rather than stall the clock)."""
+        if counted:
+            return max(finish[cid] for cid in counted)
+        if self.deadline is not None:
+            return float(self.deadline)
+        if finish:
+            return max(finish.values())
+        return min((self._clock.profiles[c].offline_for(self._sim_time) for c in sampled),
+                   default=0.0)
 
     def _commit(self, t: int, strategy: Strategy, agg) -> str | None:
         """Commit the round, or restore everything and say why not (non-finite result)."""

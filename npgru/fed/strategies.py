@@ -120,6 +120,15 @@ class Strategy(abc.ABC):
         """Figures of the round just committed for its history record (e.g. privacy spent)."""
         return {}
 
+    def upload_nbytes(self, res: FitRes) -> int:
+        """Bytes ``res`` takes on its way to the server (what the simulated clock times).
+
+        The delta and the extras; client state stays on the device. A stage that changes the
+        payload (compression) says so.
+        """
+        delta = 0 if res.delta is None else res.delta.nbytes
+        return int(delta + sum(v.nbytes for v in res.extras.values()))
+
     def set_sampling(self, plan: SamplingPlan) -> None:
         """Learn how the run samples its clients (the simulation calls it after initialize).
 

@@ -99,6 +99,9 @@ class Stage(Strategy):
         self._metrics = {}
         self.setup()
 
+    def upload_nbytes(self, res) -> int:
+        return self.strategy.upload_nbytes(res)
+
     def set_sampling(self, plan) -> None:
         self.strategy.set_sampling(plan)
         self._sampling = plan

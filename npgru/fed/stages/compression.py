@@ -70,6 +70,10 @@ class Compress(Stage):
     def setup(self) -> None:
         self._payload = make_compressor(self.spec)(np.zeros(self._size), np.random.default_rng(0)).nbytes
 
+    def upload_nbytes(self, res) -> int:
+        """The compressed delta and the extras."""
+        return int(self._payload + sum(v.nbytes for v in res.extras.values()))
+
     def client_hooks(self, server_round: int) -> tuple:
         return (CompressDelta(self.spec, self.error_feedback),)
 
