@@ -57,6 +57,13 @@ def test_federate_runs_to_the_end_with_numpy_only(tmp_path):
     assert done.stderr == ""
 
 
+def test_report_without_matplotlib_says_what_to_install(tmp_path):
+    done = _run(["-c", NUMPY_ONLY], "report", str(tmp_path), "--out", str(tmp_path / "r.png"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "npgru report: drawing needs matplotlib: pip install 'npgru[plots]'"]
+
+
 def test_redirected_output_has_no_progress_frames(tmp_path):
     require("tqdm")
     done = _run(["-m", "npgru"], *SENSORS, "--out", str(tmp_path))
