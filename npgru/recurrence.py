@@ -120,9 +120,21 @@ def forward_core(cell: Cell, x, state0, w_ih, w_hh, b_ih, b_hh, m2, ws, key=0):
     table = K.TABLES[cell.name]
     # one GEMM for the input projection of every step
     gi = _empty(ws, "gi", (T, B, G * H), dt)
-    np.matmul(x.reshape(T * B, D), w_ih.T, out=gi.reshape(T * B, G * H))
-    if b_ih is not None:
-        gi += b_ih
+    gi2, x2 = gi.reshape(T * B, G * H), x.reshape(T * B, D)
+    if b_ih is not None and D < H:
+        # the bias folded into the GEMM, [x, 1]·[W_ihᵀ; b_ih]: a copy of the narrow input
+        # instead of a pass over the wide output (large config: −3 % of a forward)
+        xa = np.empty((T * B, D + 1), dtype=dt)
+        xa[:, :D] = x2
+        xa[:, D] = 1
+        wa = np.empty((D + 1, G * H), dtype=dt)
+        wa[:D] = w_ih.T
+        wa[D] = b_ih
+        np.matmul(xa, wa, out=gi2)
+    else:
+        np.matmul(x2, w_ih.T, out=gi2)
+        if b_ih is not None:
+            gi += b_ih
     # the kernels always add b_hh (a GRU's b_hn sits inside r ⊙ (·)); zeros stand for "no bias"
     bh = b_hh if b_ih is not None else np.zeros(G * H, dtype=dt)
     arrays = {}
