@@ -34,6 +34,7 @@ from .clock import build_clock, first_finishers
 from .devices import POPULATIONS, device_table
 from .executors import Executor, clone_model, make_executor
 from .identity import array_digest, data_fingerprint, describe, differences
+from .personalize import SharedLayersUpdate, local_mask, personalized_evaluation
 from .sampling import SAMPLINGS, SYSTEM, SamplingPlan, clients_per_round_count, make_rng
 from .strategies import FedAvg, Strategy
 
@@ -163,6 +164,16 @@ class Simulation:
         Evaluate every this many rounds (and after the last); 0 turns evaluation off.
     federated_eval : bool, default True
         Also evaluate on every client's test split (per-client, weighted mean, worst decile).
+    personalize_epochs : int, default 0
+        At every evaluation, each client with a test split also fine-tunes the global model
+        for this many local epochs and evaluates it on its own test split: the records get
+        ``personalized_<metric>`` (weighted mean), ``personalized_<metric>_worst10`` and
+        ``personalized_clients``, beside the global model's ``fed_*`` figures.
+    shared_layers : sequence of str, optional
+        FedPer-style partial sharing: only the parameters under these name prefixes (e.g.
+        ``("embed", "gru")``) are averaged; the rest (the head) stays on each client, in its
+        state. The personalised figures are then computed with each client's own head (and
+        also without fine-tuning).
     test_data : tuple, optional
         ``(X, y)`` or ``(X, y, lengths)`` for centralized evaluation; default: the clients'
         pooled test splits.
@@ -205,7 +216,8 @@ class Simulation:
                  over_select: float = 1.0,
                  executor: str | Executor = "serial", workers: int | None = None,
                  local_update: Callable | None = None, eval_every: int = 1,
-                 federated_eval: bool = True, test_data: tuple | None = None,
+                 federated_eval: bool = True, personalize_epochs: int = 0,
+                 shared_layers: Sequence[str] | None = None, test_data: tuple | None = None,
                  checkpoint_dir: str | None = None, checkpoint_every: int = 1, seed: int = 0,
                  options: Mapping | None = None, **legacy):
         unknown = sorted(set(legacy) - set(LEGACY_TRAINING))
@@ -244,6 +256,8 @@ class Simulation:
         self.local_update = local_update
         self.eval_every = eval_every
         self.federated_eval = federated_eval
+        self.personalize_epochs = personalize_epochs
+        self.shared_layers = shared_layers
         self.test_data = test_data
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
@@ -273,6 +287,7 @@ class Simulation:
         for name in ("rounds", "min_clients", "checkpoint_every"):
             check_int_range(name, getattr(self, name), 1)
         check_int_range("eval_every", self.eval_every, 0)
+        check_int_range("personalize_epochs", self.personalize_epochs, 0)
         check_int_range("seed", self.seed, 0)
         for name in ("dropout", "stragglers"):
             check_real_range(name, getattr(self, name), 0, 1, include_high=False)
@@ -330,7 +345,8 @@ class Simulation:
         evaluates or checkpoints, or where it runs (executors give the same bits).
         """
         settings = ("clients_per_round", "sampling", "min_clients", "dropout", "stragglers",
-                    "straggler_policy", "device_profile", "deadline", "over_select", "local_update", "seed")
+                    "straggler_policy", "device_profile", "deadline", "over_select",
+                    "personalize_epochs", "shared_layers", "local_update", "seed")
         return {
             "options": describe(dict(self.options or {})),
             "simulation": {name: describe(getattr(self, name)) for name in settings},
@@ -372,6 +388,8 @@ class Simulation:
                 f"{self.clients_per_round!r} samples only {per_round}: every round would fail"
             )
         self.training.check_optimizer(clone_model(self.model))
+        if self.shared_layers is not None:
+            local_mask(self.model, self.shared_layers)
         return clients, per_round, strategy
 
     # -- running --------------------------------------------------------------------------
@@ -427,12 +445,16 @@ class Simulation:
             start = self._restore(path, load_checkpoint(path), meta, strategy)
         test_set = self._test_set(clients)
         executor = make_executor(self.executor, self.workers)
-        executor.start(self.model, clients, self.training, self.local_update or local_update)
+        update = self.local_update or local_update
+        self._mask = None if self.shared_layers is None else local_mask(model, self.shared_layers)
+        if self._mask is not None:
+            update = SharedLayersUpdate(self._mask, update)
+        executor.start(self.model, clients, self.training, update)
         with executor:
             for t in range(start + 1, self.rounds + 1):
                 record = self._round(t, ids, strategy, executor)
                 if self.eval_every and (t % self.eval_every == 0 or t == self.rounds):
-                    record.update(self._evaluate(executor, clients, test_set))
+                    record.update(self._evaluate(executor, clients, test_set, t))
                 self.history_.records.append(record)
                 if path is not None and (t % self.checkpoint_every == 0 or t == self.rounds):
                     save_checkpoint(path, params=params, server_round=t, meta=meta,
@@ -634,9 +656,10 @@ class Simulation:
         lengths = np.concatenate([c.lengths_test for c in with_test]) if all(has_lengths) else None
         return x, y, lengths
 
-    def _evaluate(self, executor: Executor, clients: list[ClientData], test_set) -> dict:
+    def _evaluate(self, executor: Executor, clients: list[ClientData], test_set,
+                  server_round: int) -> dict:
         start = time.perf_counter()
-        out = {}
+        out: dict = {}
         if test_set is not None:
             metrics = self.model_.evaluate(*test_set)
             out.update({f"test_{k}": _json_number(v) for k, v in metrics.items()})
@@ -649,16 +672,27 @@ class Simulation:
                 out.update(federated_summary(results))
             if errors:
                 out["fed_errors"] = errors
+        if self.personalize_epochs or self._mask is not None:
+            results = personalized_evaluation(
+                clone_model(self.model), clients, self.model_.flat_params, self.client_states_,
+                self.training, int(self.personalize_epochs), int(self.seed), server_round,
+                self._mask, self.local_update or local_update)
+            errors = {r.client_id: r.error for r in results if r.error is not None}
+            results = [r for r in results if r.error is None]
+            if results:
+                out.update(federated_summary(results, prefix="personalized"))
+            if errors:
+                out["personalized_errors"] = errors
         out["eval_s"] = time.perf_counter() - start  # not in wall_time: the round's own cost
         return out
 
 
-def federated_summary(results) -> dict:
+def federated_summary(results, prefix: str = "fed") -> dict:
     """Weighted means and worst-decile means of per-client evaluation results.
 
     For each metric: ``fed_<metric>`` is the mean weighted by test-set size, and
     ``fed_<metric>_worst10`` the plain mean over the worst ⌈10 %⌉ of clients (lowest accuracy,
-    highest loss). ``fed_clients`` keeps every client's metrics.
+    highest loss). ``fed_clients`` keeps every client's metrics. ``prefix`` replaces ``fed``.
     """
     weights = np.array([r.num_examples for r in results], dtype=np.float64)
     out: dict = {}
@@ -668,9 +702,9 @@ def federated_summary(results) -> dict:
         if key != "accuracy":  # a high loss is bad; a low accuracy is bad
             worst = worst[::-1]
         k = math.ceil(0.1 * len(values))
-        out[f"fed_{key}"] = _json_number(np.dot(weights, values) / weights.sum())
-        out[f"fed_{key}_worst10"] = _json_number(worst[:k].mean())
-    out["fed_clients"] = {
+        out[f"{prefix}_{key}"] = _json_number(np.dot(weights, values) / weights.sum())
+        out[f"{prefix}_{key}_worst10"] = _json_number(worst[:k].mean())
+    out[f"{prefix}_clients"] = {
         r.client_id: {k: _json_number(v) for k, v in r.metrics.items()} for r in results
     }
     return out
