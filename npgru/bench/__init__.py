@@ -33,7 +33,7 @@ CASE_NAMES = (*CONFIGS, CHARLM_NAME)
 #: samples, as many as fit in ``case_budget_s``; warm-up calls; GEMM-peak repeats; fresh
 #: processes for the import time; configs whose peak memory is measured; cases by default
 MODES: dict[str, dict[str, Any]] = {
-    "full": dict(blocks=3, runs=7, max_runs=30, case_budget_s=2.0, warmup=3, peak_reps=10,
+    "full": dict(blocks=3, runs=7, max_runs=30, case_budget_s=1.5, warmup=3, peak_reps=10,
                  import_reps=7, memory=list(CONFIGS), cases=[*CONFIGS, "CharLM"]),
     "quick": dict(blocks=2, runs=3, max_runs=10, case_budget_s=0.3, warmup=1, peak_reps=4,
                   import_reps=3, memory=["seed"],
