@@ -8,6 +8,7 @@ states each default once.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import pytest
 
 import npgru
 from npgru import _progress
-from npgru.cli import main
+from npgru.cli import main, make_parser
 from npgru.datasets import sensors
 
 from .conftest import require
@@ -137,7 +138,13 @@ def test_dataset_reprs_are_summaries():
     assert len(client) < 200
 
 
-@pytest.mark.parametrize("cmd", [[], ["train"], ["federate"], ["generate"], ["bench"], ["info"]])
+def _commands() -> list[list[str]]:
+    """[] and every subcommand the parser has (so a new command is checked too)."""
+    sub = next(a for a in make_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return [[], *([name] for name in sub.choices)]
+
+
+@pytest.mark.parametrize("cmd", _commands(), ids=lambda c: c[0] if c else "top")
 def test_help_states_each_default_once(cmd, capsys):
     with pytest.raises(SystemExit):
         main([*cmd, "--help"])
