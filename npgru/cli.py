@@ -39,6 +39,7 @@ REAL_FLAGS = {
     "lr": (0, None, False, True), "clip_norm": (0, None, False, True),
     "server_lr": (0, None, False, True), "tau": (0, None, False, True),
     "dp_clip": (0, None, False, True), "mu": (0, None, True, True),
+    "ditto_lambda": (0, None, True, True),
     "dp_noise": (0, None, True, True), "temperature": (0, None, True, True),
     "target": (0, 1, True, True),
     "server_momentum": (0, 1, True, False), "dp_delta": (0, 1, False, False),
@@ -315,7 +316,7 @@ def cmd_train(args) -> None:
 
 
 # A strategy constructor's keyword → the flag that sets it (passed where the strategy takes it).
-_STRATEGY_FLAGS = {"momentum": "server_momentum", "tau": "tau", "mu": "mu"}
+_STRATEGY_FLAGS = {"momentum": "server_momentum", "tau": "tau", "mu": "mu", "lam": "ditto_lambda"}
 
 # federate flags that change neither the model nor the history's figures: every other flag is
 # part of a checkpoint's identity, so --resume refuses a run whose flags differ and names the flag.
@@ -640,6 +641,9 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--tau", type=float, default=1e-3,
                    help="fedadam/fedyogi/fedadagrad: adaptivity τ")
     g.add_argument("--mu", type=float, default=0.01, help="fedprox: proximal coefficient μ")
+    g.add_argument("--ditto-lambda", type=float, default=0.1, metavar="λ",
+                   help="ditto: pull λ of each client's personal model towards the global one "
+                        "(personalized_* figures evaluate the personal models)")
     g.add_argument("--fednova", action="store_true",
                    help="FedNova: normalise each delta by the client's number of local steps")
     g = p.add_argument_group("privacy, compression and robustness (compose with any strategy)")

@@ -58,7 +58,11 @@ def test_flower_run_equals_the_npgru_simulation(flwr, data):
     reference.run()
     np.testing.assert_array_equal(server.simulation_.model_.flat_params,
                                   reference.model_.flat_params)
-    assert comparable(server.simulation_.history_) == comparable(reference.history_)
+    # sim_time differs: the Flower server cannot time training on data it never sees
+    def untimed(history):
+        return [{k: v for k, v in r.items() if k != "sim_time"} for r in comparable(history)]
+
+    assert untimed(server.simulation_.history_) == untimed(reference.history_)
     assert [r["num_ok"] for r in reference.history_] == [3, 3]
 
 

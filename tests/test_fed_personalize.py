@@ -105,3 +105,72 @@ def test_federate_flags(tmp_path):
     assert 0 <= record["personalized_accuracy_worst10"] <= record["personalized_accuracy"] <= 1
     assert main(["federate", *tiny, "--shared-layers", "embed,lstm", "--out", str(out)]) == 2
     assert main(["federate", *tiny, "--personalize-epochs", "-1", "--out", str(out)]) == 2
+
+
+def test_ditto_trains_fedavg_globally_and_a_personal_model_per_client():
+    _, plain = simulate(rounds=2)
+    big = fed.LocalTraining(lr=0.2, batch_size=1000)  # one full batch: one step per epoch
+    every = dict(training=big, clients_per_round=NUM_CLIENTS)
+    fedavg, _ = simulate(rounds=2, **every)
+    sim, history = simulate(rounds=2, strategy=fed.Ditto(lam=0.5), **every)
+    np.testing.assert_array_equal(sim.model_.flat_params, fedavg.model_.flat_params)
+    # a client in both rounds: v1 = w1 − η ∇F(w1); v2 = v1 − η (∇F(v1) + λ (v1 − w2))
+    both = set(history[0]["ok"]) & set(history[1]["ok"])
+    cid = sorted(both)[0]
+    client = next(c for c in sim.data.clients if c.client_id == cid)
+    w1 = sim.model.flat_params.copy()
+    replay = fed.Simulation(classifier(), classification_data(NUM_CLIENTS), rounds=1, seed=2,
+                            **every)
+    replay.run()
+    w2 = replay.model_.flat_params.copy()
+    model = classifier()
+    model.train()
+
+    def grad(v):
+        model.flat_params[...] = v
+        model.loss_and_grad(client.x_train, client.y_train, None)
+        return model.flat_grads.copy()
+
+    v1 = (w1 - 0.2 * grad(w1)).astype(np.float32)
+    v2 = v1 - (0.2 * (grad(v1) + 0.5 * (v1 - w2))).astype(np.float32)
+    np.testing.assert_allclose(sim.client_states_[cid]["personal_params"], v2, rtol=1e-5,
+                               atol=1e-6)
+    # the personalised figures evaluate the personal models
+    expected = evaluate_client(classifier(), client, sim.client_states_[cid]["personal_params"])
+    assert history[-1]["personalized_clients"][cid] == pytest.approx(expected.metrics, rel=1e-12)
+    assert "personalized_accuracy" in history[-1] and "personalized_accuracy" not in plain[-1]
+
+
+def test_ditto_is_identical_across_executors_and_on_resume(tmp_path):
+    kw = dict(rounds=3, strategy=fed.Ditto(lam=0.1, personal_epochs=2))
+    serial, h_serial = simulate(**kw)
+    _, h_process = simulate(executor="process", workers=2, **kw)
+    assert h_serial.series("personalized_clients") == h_process.series("personalized_clients")
+    simulate(**{**kw, "rounds": 2}, checkpoint_dir=str(tmp_path))
+    resumed = fed.Simulation(classifier(), classification_data(NUM_CLIENTS), clients_per_round=3,
+                             seed=2, training=TRAINING, federated_eval=True,
+                             checkpoint_dir=str(tmp_path), **kw)
+    h_resumed = resumed.run(resume=True)
+    assert h_resumed.series("personalized_clients") == h_serial.series("personalized_clients")
+
+
+@pytest.mark.parametrize("kw,error,name", [
+    (dict(lam=-1.0), ValueError, "lam"), (dict(lam="big"), TypeError, "lam"),
+    (dict(personal_epochs=0), ValueError, "personal_epochs"),
+    (dict(personal_epochs=1.5), TypeError, "personal_epochs"),
+])
+def test_ditto_refuses_bad_settings_by_name(kw, error, name):
+    sim = fed.Simulation(classifier(), classification_data(NUM_CLIENTS), fed.Ditto(**kw),
+                         clients_per_round=3)
+    with pytest.raises(error, match=name):
+        sim.run()
+
+
+def test_federate_ditto(tmp_path):
+    out = tmp_path / "ditto"
+    assert main(["federate", "--max-clients", "3", "--min-chars", "30000", "--hidden-size", "8",
+                 "--seq-len", "20", "--quiet", "--batch-size", "16", "--rounds", "1",
+                 "--clients-per-round", "2", "--strategy", "ditto", "--ditto-lambda", "0.5",
+                 "--out", str(out)]) == 0
+    record = json.loads((out / "history.json").read_text())[0]
+    assert 0 <= record["personalized_accuracy"] <= 1

@@ -57,6 +57,7 @@ from .stages import (
 )
 from .strategies import (
     STRATEGIES,
+    Ditto,
     FedAdagrad,
     FedAdam,
     FedAvg,
@@ -97,6 +98,7 @@ __all__ = [
     "UpdateAttack",
     "RDPAccountant",
     "DeviceProfile",
+    "Ditto",
     "ClientHook",
     "Executor",
     "FedAdagrad",

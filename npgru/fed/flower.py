@@ -315,6 +315,8 @@ class FlowerServer:
         ``training`` (a :class:`~npgru.fed.LocalTraining`), ``seed``, ``test_data``,
         ``checkpoint_dir``, …
         (not ``executor``, ``workers`` or ``local_update``: the devices run the update).
+        The server does not see the devices' data, so the records' ``sim_time`` counts only
+        the simulated transfers, no local training.
 
     Attributes
     ----------

@@ -7,6 +7,8 @@
 - **Partial sharing** (FedPer, Arivazhagan et al. 2019; ``Simulation(shared_layers=...)``):
   only the named parameter groups (e.g. the embedding and the GRU) are averaged; every other
   parameter (the head) stays on the client, kept in its persistent state from round to round.
+- **Personal models** (Ditto, Li et al. 2021; the :class:`~npgru.fed.Ditto` strategy): each
+  client also trains a personal model pulled towards the global one (:class:`DittoUpdate`).
 
 Both are deterministic: fine-tuning runs in the server's process from a random stream of its
 own, so every executor and a resumed run give the same figures.
@@ -98,7 +100,10 @@ class SharedLayersUpdate:
 
 
 def personal_start(params: np.ndarray, state: dict, mask: np.ndarray | None) -> np.ndarray:
-    """A client's starting point: the global parameters with its own unshared ones."""
+    """A client's starting point: its personal model (Ditto) if it has one, else the global
+    parameters with its own unshared ones (FedPer)."""
+    if PERSONAL_STATE in state:
+        return np.array(state[PERSONAL_STATE], dtype=params.dtype)
     start = params.copy()
     if mask is not None and LOCAL_STATE in state:
         start[mask] = state[LOCAL_STATE]
@@ -129,3 +134,67 @@ def personalized_evaluation(model, clients, params: np.ndarray, client_states: d
             start = (start + res.delta).astype(params.dtype)
         results.append(evaluate_client(model, c, start))
     return results
+
+
+#: the state key of a client's personal model (Ditto)
+PERSONAL_STATE = "personal_params"
+#: Ditto's personal training in round t draws from the client's training stream of round
+#: t + this (neither a training round nor a fine-tuning one)
+DITTO_ROUND_OFFSET = 2**33
+
+
+@dataclasses.dataclass(frozen=True)
+class DittoUpdate:
+    """Ditto's client (Li, Hu, Beirami and Smith 2021, Algorithm 1).
+
+    The client runs the wrapped local update for the global model as usual, then trains its
+    personal model ``v_k`` (kept in its state; the global model ``w`` the first time) for
+    ``epochs`` epochs of plain SGD at the local learning rate on
+    ``F_k(v) + λ/2 ‖v − w‖²``, where ``w`` is the global model it received. The personalised
+    evaluation (:func:`personalized_evaluation`) starts from ``v_k``.
+
+    Parameters
+    ----------
+    lam : float
+        λ ≥ 0: how strongly the personal model is pulled to the global one.
+    epochs : int
+        Local epochs of personal training per round.
+    update : callable, default local_update
+        The local update for the global model.
+    """
+
+    lam: float
+    epochs: int
+    update: Callable = local_update
+    #: the state key :func:`personalized_evaluation` starts from
+    personal_state: str = PERSONAL_STATE
+
+    def __call__(self, model, data, ins: FitIns, training: LocalTraining) -> FitRes:
+        from ..optim import clip_grad_norm
+        from ..train import minibatches
+        from .sampling import TRAINING, make_rng
+
+        w = model.flat_params.copy()
+        res = self.update(model, data, ins, training)
+        if res.delta is None:
+            return res
+        model.flat_params[...] = ins.state.get(PERSONAL_STATE, w)
+        rng = make_rng(ins.seed, ins.server_round + DITTO_ROUND_OFFSET, TRAINING, ins.client_id)
+        for _ in range(self.epochs):
+            for idx in minibatches(data.num_train, training.batch_size,
+                                   rng if data.num_train > training.batch_size else None):
+                lengths = None if data.lengths_train is None else data.lengths_train[idx]
+                model.loss_and_grad(data.x_train[idx], data.y_train[idx], lengths)
+                if training.clip_norm is not None:
+                    clip_grad_norm(model.flat_grads, training.clip_norm)
+                grad = model.flat_grads + self.lam * (model.flat_params - w)
+                model.flat_params -= (training.lr * grad).astype(model.flat_params.dtype)
+        res.state = {**res.state, PERSONAL_STATE: model.flat_params.copy()}
+        return res
+
+    def describe(self) -> dict:
+        """Identity in checkpoints."""
+        from .identity import describe
+
+        return {"name": "DittoUpdate", "lam": describe(self.lam), "epochs": self.epochs,
+                "update": describe(self.update)}

@@ -449,6 +449,8 @@ class Simulation:
         self._mask = None if self.shared_layers is None else local_mask(model, self.shared_layers)
         if self._mask is not None:
             update = SharedLayersUpdate(self._mask, update)
+        update = strategy.client_update(update)
+        self._personal = getattr(update, "personal_state", None) is not None  # Ditto
         executor.start(self.model, clients, self.training, update)
         with executor:
             for t in range(start + 1, self.rounds + 1):
@@ -672,7 +674,7 @@ class Simulation:
                 out.update(federated_summary(results))
             if errors:
                 out["fed_errors"] = errors
-        if self.personalize_epochs or self._mask is not None:
+        if self.personalize_epochs or self._mask is not None or self._personal:
             results = personalized_evaluation(
                 clone_model(self.model), clients, self.model_.flat_params, self.client_states_,
                 self.training, int(self.personalize_epochs), int(self.seed), server_round,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._checks import InputTypeError, check_real_range
+from .._checks import InputTypeError, check_int_range, check_real_range
 from .._registry import Registry
 from .aggregate import WeightedMean
 from .client import ClientHook, FitRes, HookContext
@@ -119,6 +119,11 @@ class Strategy(abc.ABC):
     def round_metrics(self) -> dict:
         """Figures of the round just committed for its history record (e.g. privacy spent)."""
         return {}
+
+    def client_update(self, update: Callable) -> Callable:
+        """The local update clients run under this strategy: ``update``, or a wrapper of it
+        (Ditto's clients also train a personal model)."""
+        return update
 
     def upload_nbytes(self, res: FitRes) -> int:
         """Bytes ``res`` takes on its way to the server (what the simulated clock times).
@@ -431,6 +436,41 @@ class Scaffold(FedAvg):
         return x + self.server_lr * delta
 
 
+class Ditto(FedAvg):
+    """Ditto (Li, Hu, Beirami and Smith 2021): FedAvg plus a personal model on every client.
+
+    The global model is trained and aggregated exactly as FedAvg; each sampled client also
+    trains its personal model ``v_k`` on ``F_k(v) + λ/2 ‖v − w‖²`` (see
+    :class:`~npgru.fed.personalize.DittoUpdate`), kept in its state. The simulation's
+    personalised figures (``personalized_*``) evaluate ``v_k`` (fine-tuned further if
+    ``personalize_epochs`` is set).
+
+    Parameters
+    ----------
+    lam : float, default 0.1
+        λ ≥ 0; λ = 0 trains purely local personal models, large λ keeps them near the global.
+    personal_epochs : int, default 1
+        Local epochs of personal training per round.
+    server_lr, weighted, aggregator
+        As :class:`FedAvg`.
+    """
+
+    def __init__(self, *, lam: float = 0.1, personal_epochs: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.lam = lam
+        self.personal_epochs = personal_epochs
+
+    def _check_params(self):
+        super()._check_params()
+        check_real_range("lam", self.lam, 0)
+        check_int_range("personal_epochs", self.personal_epochs, 1)
+
+    def client_update(self, update: Callable) -> Callable:
+        from .personalize import DittoUpdate
+
+        return DittoUpdate(float(self.lam), int(self.personal_epochs), update)
+
+
 #: ``npgru federate --strategy`` names (and any other builder's): name → strategy class.
 STRATEGIES: Registry = Registry("strategy")
 STRATEGIES.register("fedavg", FedAvg)
@@ -440,3 +480,4 @@ STRATEGIES.register("fedyogi", FedYogi)
 STRATEGIES.register("fedadagrad", FedAdagrad)
 STRATEGIES.register("fedprox", FedProx)
 STRATEGIES.register("scaffold", Scaffold)
+STRATEGIES.register("ditto", Ditto)

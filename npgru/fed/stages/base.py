@@ -99,6 +99,9 @@ class Stage(Strategy):
         self._metrics = {}
         self.setup()
 
+    def client_update(self, update):
+        return self.strategy.client_update(update)
+
     def upload_nbytes(self, res) -> int:
         return self.strategy.upload_nbytes(res)
 
