@@ -477,7 +477,11 @@ class Recurrent(Module):
         # the compiled kernel multiplies with loops: right for small shapes; BLAS for big ones
         D = max(self.input_size, H)
         small = getattr(K, "COMPILED", False) and B * G * H * (D + H) <= 2 * SEQ_KERNEL_MAX_MACS
-        kernel = (K if small else _numpy_kernels).TABLES[self.cell.name].stream_step
+        if small:
+            kernel = K.TABLES[self.cell.name].stream_step
+        else:  # BLAS GEMMs: the backend's own step if it has one for this cell (compiled gates)
+            kernel = (getattr(K, "BLAS_STREAMS", {}).get(self.cell.name)
+                      or _numpy_kernels.TABLES[self.cell.name].stream_step)
         work = np.empty((4, B, G * H), dtype=dt)
         work[3] = 0  # the zero bias of a layer without bias
         wbuf = np.empty(16 * G * H, dtype=dt)  # room for a transposed W_ih with D < 16
