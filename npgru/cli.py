@@ -33,7 +33,7 @@ INT_FLAGS = {
     "epochs": 1, "batch_size": 1, "rounds": 1, "local_epochs": 1, "hidden_size": 1,
     "num_layers": 1, "embed_dim": 1, "max_clients": 1, "seq_len": 1, "min_chars": 1,
     "checkpoint_every": 1, "min_clients": 1, "workers": 1, "eval_every": 0, "seed": 0, "n": 0,
-    "personalize_epochs": 0,
+    "personalize_epochs": 0, "async_buffer": 1, "max_concurrency": 1,
 }
 REAL_FLAGS = {
     "lr": (0, None, False, True), "clip_norm": (0, None, False, True),
@@ -136,7 +136,7 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", choices=["shakespeare", "sensors"], default="shakespeare",
                    help="shipped Shakespeare roles (next character) or synthetic IoT sensors")
     g.add_argument("--task", choices=["forecast", "fault"], default="forecast",
-                   help="sensors only: next-value regression or fault classification")
+                   help="sensors only: forecast the change to the next reading, or classify faults")
     g.add_argument("--min-chars", type=int, default=10_000,
                    help="shakespeare: keep roles with at least this many characters")
     g.add_argument("--max-clients", type=int, default=60,
@@ -422,7 +422,8 @@ def cmd_federate(args) -> None:
         min_clients=args.min_clients, device_profile=args.device_profile,
         deadline=args.deadline, straggler_policy=args.straggler_policy,
         over_select=args.over_select, personalize_epochs=args.personalize_epochs,
-        shared_layers=args.shared_layers,
+        shared_layers=args.shared_layers, async_buffer=args.async_buffer,
+        max_concurrency=args.max_concurrency,
         executor=args.executor, workers=args.workers,
         eval_every=args.eval_every, federated_eval=args.federated_eval,
         checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every, seed=args.seed,
@@ -586,6 +587,14 @@ def make_parser() -> argparse.ArgumentParser:
                         "sampled Gaussian)")
     g.add_argument("--min-clients", type=int, default=1,
                    help="valid updates a round needs to commit")
+    g.add_argument("--async-buffer", type=int, default=None, metavar="K",
+                   help="FedBuff asynchronous aggregation: clients train concurrently on the "
+                        "simulated clock and the server applies an update every K arrivals, "
+                        "each weighted by 1/sqrt(1 + staleness); --rounds counts updates, each "
+                        "one record with staleness mean/max")
+    g.add_argument("--max-concurrency", type=int, default=None, metavar="C",
+                   help="with --async-buffer: clients training at once (default: "
+                        "--clients-per-round)")
     g = p.add_argument_group("personalisation")
     g.add_argument("--personalize-epochs", type=int, default=0, metavar="E",
                    help="at every evaluation each client fine-tunes the global model for E "
