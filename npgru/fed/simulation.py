@@ -28,6 +28,7 @@ from .._checks import (
     check_real_range,
 )
 from ..datasets.base import ClientData, FederatedData
+from .async_ import FedBuff
 from .checkpoint import check_restorable, load_checkpoint, save_checkpoint
 from .client import FitIns, LocalTraining, UnusableResult, check_result, local_update
 from .clock import build_clock, first_finishers
@@ -36,6 +37,7 @@ from .executors import Executor, clone_model, make_executor
 from .identity import array_digest, data_fingerprint, describe, differences
 from .personalize import SharedLayersUpdate, local_mask, personalized_evaluation
 from .sampling import SAMPLINGS, SYSTEM, SamplingPlan, clients_per_round_count, make_rng
+from .stages.privacy import DPAggregate
 from .strategies import FedAvg, Strategy
 
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -153,6 +155,14 @@ class Simulation:
     over_select : float, default 1
         Sample ``ceil(over_select × clients_per_round)`` clients and count only the first
         ``clients_per_round`` to finish (Bonawitz et al. 2019); fixed-size sampling only.
+    async_buffer : int, optional
+        FedBuff (Nguyen et al. 2022, :mod:`npgru.fed.async_`): no rounds; clients train
+        concurrently on the simulated clock and the server applies an update every
+        ``async_buffer`` arrivals, each weighted by ``1/√(1 + staleness)``. A "round" is then
+        one applied update; its record adds ``staleness`` (``mean``, ``max``). Not with a
+        ``deadline``, over-selection, Poisson sampling or DP.
+    max_concurrency : int, optional
+        Clients training at once under ``async_buffer`` (default: the clients per round).
     executor : {"serial", "process"} or Executor, default "serial"
         Where local updates run; results are bit-identical across executors.
     workers : int, optional
@@ -213,7 +223,8 @@ class Simulation:
                  min_clients: int = 1,
                  dropout: float = 0.0, stragglers: float = 0.0, straggler_policy: str = "drop",
                  device_profile: str | Mapping = "uniform", deadline: float | None = None,
-                 over_select: float = 1.0,
+                 over_select: float = 1.0, async_buffer: int | None = None,
+                 max_concurrency: int | None = None,
                  executor: str | Executor = "serial", workers: int | None = None,
                  local_update: Callable | None = None, eval_every: int = 1,
                  federated_eval: bool = True, personalize_epochs: int = 0,
@@ -251,6 +262,8 @@ class Simulation:
         self.device_profile = device_profile
         self.deadline = deadline
         self.over_select = over_select
+        self.async_buffer = async_buffer
+        self.max_concurrency = max_concurrency
         self.executor = executor
         self.workers = workers
         self.local_update = local_update
@@ -296,6 +309,7 @@ class Simulation:
             check_choice("device_profile", self.device_profile, POPULATIONS)
         check_positive_float("deadline", self.deadline, allow_none=True)
         check_real_range("over_select", self.over_select, 1)
+        self._check_async()
         if self.over_select > 1 and self.sampling == "poisson":
             raise InputValueError("over_select > 1 needs sampling='fixed': over-selection keeps "
                                   "a fixed number of first finishers")
@@ -308,6 +322,26 @@ class Simulation:
         if self.options is not None and not isinstance(self.options, Mapping):
             raise InputTypeError(f"options must be a mapping, got {type(self.options).__name__}")
         self._check_training()
+
+    def _check_async(self) -> None:
+        if self.async_buffer is None:
+            if self.max_concurrency is not None:
+                raise InputValueError("max_concurrency needs async_buffer (it limits the clients "
+                                      "training at once in asynchronous aggregation)")
+            return
+        check_int_range("async_buffer", self.async_buffer, 1)
+        if self.max_concurrency is not None:
+            check_int_range("max_concurrency", self.max_concurrency, 1)
+        clash = [name for name, on in (("deadline", self.deadline is not None),
+                                       ("over_select", self.over_select != 1),
+                                       ("sampling='poisson'", self.sampling == "poisson")) if on]
+        if clash:
+            raise InputValueError(f"async_buffer has no rounds to apply {clash[0]} to; leave it "
+                                  "out with asynchronous aggregation")
+        if self.strategy is not None and any(isinstance(s, DPAggregate)
+                                             for s in self.strategy.layers()):
+            raise InputValueError("async_buffer cannot be combined with DP: the accountant "
+                                  "analyses sampled rounds")
 
     def _check_training(self) -> None:
         t, names = self.training, self._training_names
@@ -346,7 +380,8 @@ class Simulation:
         """
         settings = ("clients_per_round", "sampling", "min_clients", "dropout", "stragglers",
                     "straggler_policy", "device_profile", "deadline", "over_select",
-                    "personalize_epochs", "shared_layers", "local_update", "seed")
+                    "personalize_epochs", "shared_layers", "async_buffer", "max_concurrency",
+                    "local_update", "seed")
         return {
             "options": describe(dict(self.options or {})),
             "simulation": {name: describe(getattr(self, name)) for name in settings},
@@ -376,6 +411,9 @@ class Simulation:
         """:meth:`check`, returning the clients, the clients per round and the strategy."""
         self._check_settings()
         clients = self._clients()
+        if self.async_buffer is not None and self.async_buffer > len(clients):
+            raise InputValueError(f"async_buffer must be at most the number of clients "
+                                  f"({len(clients)}), got {self.async_buffer}")
         if isinstance(self.device_profile, Mapping):  # the user's table covers every client
             device_table(self.device_profile, int(self.seed), [c.client_id for c in clients])
         per_round = clients_per_round_count(self.clients_per_round, len(clients))
@@ -387,6 +425,9 @@ class Simulation:
                 f"the strategy's min_clients={strategy.min_clients}) but clients_per_round="
                 f"{self.clients_per_round!r} samples only {per_round}: every round would fail"
             )
+        if self.async_buffer is not None and need > self.async_buffer:
+            raise InputValueError(f"an update needs {need} valid updates but async_buffer="
+                                  f"{self.async_buffer} buffers fewer: every update would fail")
         self.training.check_optimizer(clone_model(self.model))
         if self.shared_layers is not None:
             local_mask(self.model, self.shared_layers)
@@ -452,17 +493,28 @@ class Simulation:
         update = strategy.client_update(update)
         self._personal = getattr(update, "personal_state", None) is not None  # Ditto
         executor.start(self.model, clients, self.training, update)
+        fedbuff = None
+        if self.async_buffer is not None:
+            fedbuff = FedBuff(self, strategy, executor, ids, int(self.async_buffer),
+                              int(self.max_concurrency or per_round))
+            fedbuff.load_state(self.client_states_, start)
+            records = fedbuff.records(self.rounds)
+        else:
+            records = (self._round(t, ids, strategy, executor)
+                       for t in range(start + 1, self.rounds + 1))
         with executor:
-            for t in range(start + 1, self.rounds + 1):
-                record = self._round(t, ids, strategy, executor)
+            for record in records:
+                t = record["round"]
                 if self.eval_every and (t % self.eval_every == 0 or t == self.rounds):
                     record.update(self._evaluate(executor, clients, test_set, t))
                 self.history_.records.append(record)
                 if path is not None and (t % self.checkpoint_every == 0 or t == self.rounds):
+                    states = self.client_states_
+                    if fedbuff is not None:  # and the clients in flight
+                        states = {**states, **fedbuff.state()}
                     save_checkpoint(path, params=params, server_round=t, meta=meta,
                                     strategy_state=strategy.state_dict(),
-                                    client_states=self.client_states_,
-                                    history=self.history_.records)
+                                    client_states=states, history=self.history_.records)
                 if callback is not None:
                     callback(record)
         return self.history_
