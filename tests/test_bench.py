@@ -61,7 +61,7 @@ def test_smoke_run_through_the_cli_writes_every_field(tmp_path):
         assert tgt["max_s"] > 0 and tgt["rule"]
         assert isinstance(res["cases"]["tiny"]["ops"][op]["npgru-numba"]["meets_target"], bool)
     st = res["startup"]
-    assert st["import_npgru_s"]["median"] > 0
+    assert st["import_npgru_s"]["median"] > 0 and st["import_npgru_s"]["cpu_s"] > 0
     assert set(st["first_call"]) == {"numba_cold_cache", "numba_warm_cache", "numpy"}
     assert set(res["peak_memory_bytes"]["tiny"]) == set(contenders)
     assert [s["what"] for s in res["skipped"]] == ["cases seed, LEAF, large, device"]

@@ -11,7 +11,8 @@ from .harness import median_of, run_python
 from .workloads import CONFIGS
 
 IMPORT_CODE = """
-import time; t0 = time.perf_counter(); import npgru; print(time.perf_counter() - t0)
+import time; t0, c0 = time.perf_counter(), time.process_time(); import npgru
+print(time.perf_counter() - t0, time.process_time() - c0)
 """
 
 FIRST_CALL_CODE = """
@@ -67,8 +68,11 @@ def _last(out: str) -> str:
 
 
 def import_time(env: dict, reps: int) -> dict:
-    """``import npgru`` in ``reps`` fresh processes: median and minimum seconds."""
-    return median_of([float(_last(run_python(["-c", IMPORT_CODE], env))) for _ in range(reps)])
+    """``import npgru`` in ``reps`` fresh processes: median and minimum seconds (wall clock),
+    and the median CPU time (``cpu_s``: steadier than the wall clock on a busy machine)."""
+    runs = [tuple(map(float, _last(run_python(["-c", IMPORT_CODE], env)).split()))
+            for _ in range(reps)]
+    return {**median_of([w for w, _ in runs]), "cpu_s": median_of([c for _, c in runs])["median"]}
 
 
 def first_call(env: dict, backends: list[str], config: str) -> dict:
