@@ -13,11 +13,16 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
 from ._checks import InputError
+
+if TYPE_CHECKING:  # imported where used: `npgru --help` stays fast
+    from .datasets.base import FederatedData
+    from .fed.strategies import Strategy
 
 EXIT_USAGE = 2
 
@@ -51,7 +56,7 @@ def _flag(dest: str) -> str:
     return "-n" if dest == "n" else "--" + dest.replace("_", "-")
 
 
-def check_args(args) -> None:
+def check_args(args: argparse.Namespace) -> None:
     """Refuse flags no run can use, naming the flag and the valid range (exit status 2)."""
     from ._checks import check_int_range, check_nbytes, check_real_range
 
@@ -81,7 +86,7 @@ def check_args(args) -> None:
         _check_federate_args(args)
 
 
-def _check_federate_args(args) -> None:
+def _check_federate_args(args: argparse.Namespace) -> None:
     """The option strings parse, and a round can gather the updates it needs."""
     from .fed.attacks import parse_attack
     from .fed.compress import make_compressor
@@ -92,8 +97,10 @@ def _check_federate_args(args) -> None:
         raise UsageError(f"npgru federate: --clients-per-round must be a count >= 1 or a fraction "
                          f"in (0, 1], got {cpr}")
     need = args.min_clients
-    for dest, parse in (("compress", make_compressor), ("aggregator", make_aggregator),
-                        ("attack", parse_attack)):
+    # each option's parser (the aggregator's gives a factory)
+    parsers: tuple[tuple[str, Callable[[str], Any]], ...] = (
+        ("compress", make_compressor), ("aggregator", make_aggregator), ("attack", parse_attack))
+    for dest, parse in parsers:
         spec = getattr(args, dest)
         if spec is None or (dest == "aggregator" and spec == "mean"):
             continue
@@ -111,7 +118,7 @@ def _check_federate_args(args) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not argparse's usage block
+    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
@@ -174,7 +181,7 @@ def _run_options(p: argparse.ArgumentParser, out_default: str) -> None:
 # client holds ~1,500 near-duplicate windows of one device: a local epoch in batches of 10 drifts
 # towards that device and the global test loss jumps; batches of 64 and 20 clients per round train
 # steadily (federate only: train's --batch-size has one default).
-DATASET_DEFAULTS = {
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "seq_len": {"shakespeare": 80, "sensors": 32},
     "hidden_size": {"shakespeare": 128, "sensors": 32},
     "lr": {"shakespeare": 1.0, "sensors": 0.3},
@@ -183,7 +190,7 @@ DATASET_DEFAULTS = {
 }
 
 
-def fill_dataset_defaults(args) -> None:
+def fill_dataset_defaults(args: argparse.Namespace) -> None:
     """Give every flag left unset (``None``) in :data:`DATASET_DEFAULTS` its dataset's value."""
     for name, by_dataset in DATASET_DEFAULTS.items():
         if hasattr(args, "dataset") and getattr(args, name, 0) is None:
@@ -191,7 +198,7 @@ def fill_dataset_defaults(args) -> None:
 
 
 # -- helpers -------------------------------------------------------------------------------
-def load_data(args):
+def load_data(args: argparse.Namespace) -> FederatedData:
     """The dataset the flags describe, as :class:`~npgru.datasets.FederatedData`."""
     from .datasets import sensors, shakespeare
 
@@ -202,7 +209,7 @@ def load_data(args):
                         seed=args.seed)
 
 
-def build_model(data, args):
+def build_model(data: FederatedData, args: argparse.Namespace) -> Any:
     """A fresh model for the dataset's task, sized by the flags."""
     from .models import CharLM, SequenceClassifier, SequenceRegressor
 
@@ -217,14 +224,14 @@ def build_model(data, args):
                              **common)
 
 
-def write_json(path: str, obj) -> None:
+def write_json(path: str, obj: Any) -> None:
     """Write ``obj`` as JSON atomically (temp file + rename)."""
     from ._atomic import write_atomic
 
     write_atomic(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
 
 
-def sample_text(model, prompt: str, n: int, temperature: float, seed: int) -> str:
+def sample_text(model: Any, prompt: str, n: int, temperature: float, seed: int) -> str:
     """``prompt`` followed by ``n`` generated characters."""
     from .datasets import shakespeare
 
@@ -252,7 +259,7 @@ def _prepare_out(out: str) -> None:
 CURVES_EVERY_S = 30.0
 
 
-def _write_records(out: str, records, x: str, title: str, curves: bool = True) -> bool:
+def _write_records(out: str, records: list[dict], x: str, title: str, curves: bool = True) -> bool:
     """history.json and, if ``curves`` and matplotlib is installed, curves.png (atomically).
 
     Returns whether curves.png was drawn.
@@ -266,7 +273,7 @@ def _write_records(out: str, records, x: str, title: str, curves: bool = True) -
     return True
 
 
-def _finish(args, model, records, x: str, title: str) -> None:
+def _finish(args: argparse.Namespace, model: Any, records: list[dict], x: str, title: str) -> None:
     from .io import save
 
     model_path = os.path.join(args.out, "model.npz")
@@ -285,7 +292,7 @@ def _finish(args, model, records, x: str, title: str) -> None:
 
 
 # -- subcommands ---------------------------------------------------------------------------
-def cmd_train(args) -> None:
+def cmd_train(args: argparse.Namespace) -> None:
     """The centralised baseline: pool every client's training data and fit one model."""
     from .optim import SGD, Adam
     from .train import fit
@@ -324,7 +331,7 @@ _NOT_IDENTITY = {"command", "func", "out", "quiet", "resume", "rounds", "executo
                  "eval_every", "federated_eval", "checkpoint_every"}
 
 
-def make_strategy(args):
+def make_strategy(args: argparse.Namespace) -> Strategy:
     """The strategy ``--strategy`` names (from :data:`npgru.fed.STRATEGIES`), with its options."""
     import inspect
 
@@ -338,7 +345,8 @@ def make_strategy(args):
     return cls(**kwargs)
 
 
-def build_defences(args, strategy, data):
+def build_defences(args: argparse.Namespace, strategy: Strategy, data: FederatedData
+                   ) -> tuple[Strategy, FederatedData]:
     """``strategy`` wrapped in the stages the defence and attack flags ask for, and the data
     (an attack may flip labels), built from :data:`npgru.fed.STAGES` in the pipeline's order."""
     from . import fed
@@ -374,7 +382,7 @@ def build_defences(args, strategy, data):
     return fed.build_stack(strategy, stages), data
 
 
-def identity_options(args) -> dict:
+def identity_options(args: argparse.Namespace) -> dict:
     """The flags that shape a federated run's result, keyed as typed (``--seq-len``)."""
     return {f"--{k.replace('_', '-')}": v for k, v in sorted(vars(args).items())
             if k not in _NOT_IDENTITY}
@@ -406,7 +414,7 @@ def _summary(record: dict) -> dict:
             **record}
 
 
-def cmd_federate(args) -> None:
+def cmd_federate(args: argparse.Namespace) -> None:
     """Federated training: sampled clients train locally and send deltas every round."""
     from . import fed
 
@@ -465,7 +473,7 @@ def cmd_federate(args) -> None:
     _finish(args, sim.model_, records, "round", title)
 
 
-def cmd_generate(args) -> None:
+def cmd_generate(args: argparse.Namespace) -> None:
     from .io import load
     from .models import CharLM
 
@@ -478,7 +486,7 @@ def cmd_generate(args) -> None:
     print(sample_text(model, args.prompt, args.n, args.temperature, args.seed))
 
 
-def cmd_report(args) -> None:
+def cmd_report(args: argparse.Namespace) -> None:
     """Accuracy against round and against wall-clock minutes for several runs, one PNG."""
     from .plots import plotting_available
     from .report import load_run, plot_runs
@@ -493,7 +501,7 @@ def cmd_report(args) -> None:
     print(f"report:  {args.out}")
 
 
-def cmd_info(args) -> None:
+def cmd_info(args: argparse.Namespace) -> None:
     from . import __version__, _backend
 
     print(f"npgru {__version__}")
@@ -515,7 +523,7 @@ def cmd_info(args) -> None:
         pass
 
 
-def cmd_bench(args) -> None:
+def cmd_bench(args: argparse.Namespace) -> None:
     """Time npgru against torch.nn.GRU, each alone in its own process (:mod:`npgru.bench`)."""
     from . import bench
 
