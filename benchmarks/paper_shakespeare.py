@@ -315,6 +315,7 @@ def paper(args) -> Record:
         "model": f"CharLM({len(shakespeare.VOCAB)}, embed 8, GRU {args.num_layers}x"
                  f"{args.hidden_size})", "params": model.num_params,
         "seq_len": args.seq_len, "test_windows": len(x_test), "eval_batch": args.eval_batch,
+        "eval_threads": args.eval_threads,
         "implementation": f"npgru {npgru.__version__}", "backend": npgru.get_backend(),
         "executor": args.executor,
         "workers": None if args.executor == "serial" else args.workers or os.cpu_count(),
@@ -335,7 +336,8 @@ def paper(args) -> Record:
 
     def on_round(r: dict) -> None:
         t = time.perf_counter()
-        metrics = evaluate_npgru(sim.model_, x_test, y_test, args.eval_batch)
+        with _blas_threads(args.eval_threads):
+            metrics = evaluate_npgru(sim.model_, x_test, y_test, args.eval_batch)
         eval_s = time.perf_counter() - t
         row = {"round": r["round"], **metrics, "train_loss": r["train_loss"],
                "lr": client_lr(args, r["round"]), "round_s": r["wall_time"], "eval_s": eval_s,
@@ -366,28 +368,40 @@ def evaluate_npgru(model, x: np.ndarray, y: np.ndarray, batch: int) -> dict:
 
 
 def eval_cost(args) -> dict:
-    """One-thread CPU seconds to evaluate the test sample, per ``--eval-batch`` value.
+    """Seconds to evaluate the test sample per ``--eval-batch`` and BLAS thread count.
 
-    CPU time of this thread with every pool limited to one thread: steady on a busy machine,
-    where wall time is not. Passes alternate over the batch sizes; each keeps its best.
+    Wall and process CPU time of each pass, alternating over the settings, best of
+    ``--repeats`` each. With one thread the CPU time stays steady on a busy machine, where wall
+    time does not; with two, the CPU time shows what waiting threads burn.
     """
-    from threadpoolctl import threadpool_limits
-
     _, model, x, y = load_setup(args)
     model.eval()
-    seconds: dict[int, list[float]] = {b: [] for b in args.batches}
-    with threadpool_limits(1):
-        evaluate_npgru(model, x[:8], y[:8], 8)  # compile and warm up
-        for _ in range(args.repeats):
-            for b in args.batches:
-                t = time.thread_time()
+    evaluate_npgru(model, x[:8], y[:8], 8)  # compile and warm up
+    cases = [(b, n) for n in args.threads for b in args.batches]
+    seconds: dict[tuple, list[tuple[float, float]]] = {c: [] for c in cases}
+    for _ in range(args.repeats):
+        for b, n in cases:
+            with _blas_threads(n):
+                wall, cpu = time.perf_counter(), time.process_time()
                 evaluate_npgru(model, x, y, b)
-                seconds[b].append(time.thread_time() - t)
-    print(f"{len(x)} test windows, GRU {args.num_layers}x{args.hidden_size}, one thread, "
-          f"CPU seconds (best of {args.repeats}):")
-    for b, s in seconds.items():
-        print(f"  --eval-batch {b:>5}: {min(s):.2f} s   (all: {', '.join(f'{v:.2f}' for v in s)})")
+                seconds[b, n].append((time.perf_counter() - wall, time.process_time() - cpu))
+    print(f"{len(x)} test windows, GRU {args.num_layers}x{args.hidden_size}; seconds, best of "
+          f"{args.repeats} (wall / CPU):")
+    for (b, n), s in seconds.items():
+        print(f"  --eval-batch {b:>5} --eval-threads {n}: {min(w for w, _ in s):.2f} / "
+              f"{min(c for _, c in s):.2f}")
     return seconds
+
+
+def _blas_threads(n: int):
+    """BLAS (and OpenMP) pools limited to ``n`` threads inside the block; 0 changes nothing."""
+    import contextlib
+
+    if not n:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(n)
 
 
 def compare(args) -> None:
@@ -456,6 +470,9 @@ def main(argv=None):
     g.add_argument("--tau", type=float, default=1e-3, help="fedadam/fedyogi: adaptivity τ")
     g.add_argument("--mu", type=float, default=0.01, help="fedprox: proximal μ")
     g = q.add_argument_group("where it runs (results are bit-identical)")
+    g.add_argument("--eval-threads", type=int, default=1,
+                   help="BLAS threads of the evaluation: 1 (as the clients') gives the same "
+                        "bits on any machine; 0 keeps the library's default (see eval-cost)")
     g.add_argument("--executor", choices=["serial", "process"], default="process")
     g.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     q.set_defaults(func=paper)
@@ -463,6 +480,8 @@ def main(argv=None):
     add_paper_arguments(q, "unused")
     q.add_argument("--batches", type=lambda t: [int(v) for v in t.split(",")],
                    default=[100, 256, 2000], help="comma-separated --eval-batch values")
+    q.add_argument("--threads", type=lambda t: [int(v) for v in t.split(",")], default=[1, 2],
+                   help="comma-separated BLAS thread counts")
     q.add_argument("--repeats", type=int, default=3)
     q.set_defaults(func=eval_cost)
     q = sub.add_parser("compare", help="FedAvg vs FedProx vs FedAdam at a small scale")
