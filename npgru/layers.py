@@ -8,6 +8,8 @@ their last forward.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._checks import StateError, as_real_array, check_positive_int, check_real_range
@@ -93,9 +95,9 @@ def dropout_backward(dout: np.ndarray, mask: np.ndarray) -> np.ndarray:
 class _Layer(Module):
     """A leaf layer: remembers its last forward's cache for exactly one backward."""
 
-    _cache = None
+    _cache: Any = None  # what the last forward keeps for backward; None once it is used
 
-    def _take_cache(self):
+    def _take_cache(self) -> Any:
         if self._cache is None:
             raise StateError(
                 f"{type(self).__name__}.backward needs a preceding forward "

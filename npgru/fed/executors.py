@@ -20,6 +20,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -267,7 +268,7 @@ class ProcessExecutor(Executor):
         self._starts_buffer = mmap.mmap(-1, self._num_slots * 8)
         self._starts = np.frombuffer(self._starts_buffer, dtype=np.float64)
         self._time_budget = training.time_budget
-        self._pool = mp.get_context("fork").Pool(
+        self._pool: Any = mp.get_context("fork").Pool(  # None once closed
             workers, _init_worker,
             (model, list(clients), training, update, self._params_buffer, self._slots_buffer,
              self._pids_buffer, self._starts_buffer, dtype, size, self._num_slots),
@@ -301,7 +302,8 @@ class ProcessExecutor(Executor):
         At most one task per slot is in flight; a slot is handed out again only once the
         consumer has moved past its result, so a result living in a slot stays valid.
         """
-        queue, free, pending = iter(items), list(range(self._num_slots)), deque()
+        queue, free = iter(items), list(range(self._num_slots))
+        pending: deque[tuple[Any, int, Any]] = deque()  # (item, slot, async result)
 
         def submit() -> None:
             item = next(queue, None)

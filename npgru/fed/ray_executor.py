@@ -106,7 +106,8 @@ class RayExecutor(Executor):
         actor = ray.remote(num_cpus=1, max_restarts=MAX_RETRIES,
                            max_task_retries=MAX_RETRIES)(_Worker)
         self._ray = ray
-        self._new_actor = lambda: actor.remote(model, self._clients_ref, training, update)
+        self._new_actor: Any = (  # a factory of actors; None once closed
+            lambda: actor.remote(model, self._clients_ref, training, update))
         self._actors = [self._new_actor() for _ in range(workers)]
         ray.get([a.ready.remote() for a in self._actors])
         budget = training.time_budget
