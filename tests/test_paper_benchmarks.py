@@ -151,3 +151,21 @@ def test_twin_race_tables_seconds_minutes_and_the_accuracy_gap(tmp_path):
     assert rows[1]["max_accuracy_gap"] == pytest.approx(0.01)
     md = (tmp_path / "out" / "twin_race.md").read_text()
     assert "twin takes 2.02× the seconds per round of npgru" in md
+
+
+def test_eval_cost_times_each_batch_size_and_thread_count(paper, capsys):
+    seconds = paper.main(["eval-cost", *TINY, "--batches", "50,200", "--threads", "1",
+                          "--repeats", "1"])
+    assert set(seconds) == {(50, 1), (200, 1)}
+    assert all(wall > 0 and cpu > 0 for runs in seconds.values() for wall, cpu in runs)
+    assert "--eval-batch    50 --eval-threads 1:" in capsys.readouterr().out
+
+
+def test_torch_twin_without_torch_says_so_and_exits_2(monkeypatch, tmp_path, capsys):
+    twin_mod = _script("torch_twin")
+    monkeypatch.setattr(twin_mod, "torch", None)
+    with pytest.raises(SystemExit) as e:
+        twin_mod.main([*TINY, "--rounds", "1", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert "needs PyTorch: pip install torch" in capsys.readouterr().err
+    assert not os.listdir(tmp_path)
