@@ -407,9 +407,9 @@ def numpy_client(model, data: ClientData, training: LocalTraining | None = None,
         it; send it with ``on_fit_config_fn=lambda r: {"server_round": r}``.
     update : callable, default :func:`~npgru.fed.client.local_update`
     """
-    flwr = _import_flwr()
+    flwr: Any = _import_flwr()
     model = clone_model(model)
-    training = training or LocalTraining()
+    settings: LocalTraining = training or LocalTraining()
 
     def set_parameters(parameters) -> np.ndarray:
         if len(parameters) != len(model.params):
@@ -424,7 +424,7 @@ def numpy_client(model, data: ClientData, training: LocalTraining | None = None,
         def fit(self, parameters, config):
             theta = set_parameters(parameters)
             ins = FitIns(data.client_id, int(config.get("server_round", 1)), int(seed))
-            res = run_fit(update, model, data, theta, ins, training)
+            res = run_fit(update, model, data, theta, ins, settings)
             if res.error is not None:  # Flower records a raising client as a failure
                 raise RuntimeError(f"client {data.client_id}: {res.error}")
             model.flat_params[...] = theta + res.delta

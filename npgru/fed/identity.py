@@ -56,7 +56,8 @@ def describe(value):
         return [describe(v) for v in value]
     if isinstance(value, np.ndarray):
         return {"shape": list(value.shape), "dtype": str(value.dtype), "sha256": array_digest(value)}
-    if type(value).__repr__ is object.__repr__ and hasattr(value, "__dict__"):
+    # (mypy sees the bound and the unbound __repr__ as different types; the check is right)
+    if type(value).__repr__ is object.__repr__ and hasattr(value, "__dict__"):  # type: ignore[comparison-overlap]
         # the default repr holds a memory address: describe the class and public attributes
         return {"name": _name(type(value)),
                 **{k: describe(v) for k, v in vars(value).items() if not k.startswith("_")}}
