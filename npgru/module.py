@@ -90,6 +90,11 @@ class Module:
         """Number of scalar parameters."""
         return int(sum(p.size for p in self.params.values()))
 
+    def config(self) -> dict:
+        """The constructor arguments that rebuild this architecture: ``type(m)(**m.config())``
+        (what :func:`npgru.save` stores beside the parameters)."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its construction")
+
     def named_parameters(self) -> Iterator[tuple[str, np.ndarray]]:
         """Yield ``(name, view)`` pairs in flat-vector order."""
         yield from self.params.items()

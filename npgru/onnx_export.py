@@ -43,7 +43,7 @@ _SUPPORTED = tuple(MODELS.values())
 
 #: per cell: the ONNX operator, npgru's gate blocks in the operator's order, the blocks whose
 #: sign flips (a classic GRU's z is ONNX's 1 − z, and 1 − σ(a) = σ(−a)), and the attributes
-ONNX_CELLS = {
+ONNX_CELLS: dict[str, tuple[str, tuple[int, ...], tuple[int, ...], dict[str, Any]]] = {
     "gru": ("GRU", (1, 0, 2), (), {"linear_before_reset": 1}),
     "gru_classic": ("GRU", (1, 0, 2), (1,), {"linear_before_reset": 0}),
     "lstm": ("LSTM", (0, 3, 1, 2), (), {}),
@@ -273,7 +273,7 @@ def _linear(graph: _Graph, model: Module, x: str, rank: int) -> str:
     return y if b is None else graph.node("Add", [y, graph.const("fc.bias", b)])
 
 
-def _input_info(onnx: Any, model: Module) -> Any:
+def _input_info(onnx: Any, model: Any) -> Any:  # a model export_onnx accepts
     if isinstance(model, CharLM):
         return onnx.helper.make_tensor_value_info("input", onnx.TensorProto.INT64, ["B", "T"])
     time_major = isinstance(model, Recurrent) and not model.batch_first
@@ -282,7 +282,7 @@ def _input_info(onnx: Any, model: Module) -> Any:
                                               [*dims, model.input_size])
 
 
-def _output_dims(model: Module) -> list:
+def _output_dims(model: Any) -> list:  # a model export_onnx accepts
     if isinstance(model, Recurrent):
         width = model.num_directions * model.hidden_size
         return ["B", "T", width] if model.batch_first else ["T", "B", width]
