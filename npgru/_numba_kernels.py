@@ -800,9 +800,11 @@ def lstm_stream_step(x, h, c, flat, offs, out_h, out_c, work, hbuf, wbuf):
 
 
 # ---------------------------------------------------------------------------------------
-# streaming at large batches: BLAS GEMMs and the gate math in one compiled, vectorised pass
-# instead of the twin's ≈15 NumPy passes, which at B = 128, H = 512 cost half as much as the
-# GEMMs (below that batch the twin's transposed GEMMs win more than the fused gates do)
+# streaming above the compiled cells' size: BLAS GEMMs and the gate math in one compiled,
+# vectorised pass instead of the twin's ≈15 NumPy passes (which cost half as much as the GEMMs
+# at B = 128, H = 512). One thread against the twin: 183 vs 217 µs at B = 32, H = 256;
+# 52 vs 75 µs at B = 48, H = 64; 37 vs 58 µs at B = 64, H = 64; 3.2 vs 4.0 ms at B = 128,
+# H = 512; equal at B = 10, H = 256
 # ---------------------------------------------------------------------------------------
 @njit(**_JIT)
 def torch_gates(gi, gh, b_ih, b_hh, h_prev, h):
@@ -820,16 +822,38 @@ def torch_gates(gi, gh, b_ih, b_hh, h_prev, h):
             h[b, j] = n + z * (h_prev[b, j] - n)
 
 
-#: from this batch size on, BLAS cells fuse their gate math; below it the twin's GEMMs in
-#: transposed space save more (one thread: fused 37 µs against the twin's 57 µs at B = 64,
-#: H = 64; 3.2 against 4.0 ms at B = 128, H = 512; 241 against 217 µs at B = 32, H = 256)
+@njit(**_JIT)
+def torch_gates_t(giT, ghT, b_ih, b_hh, h_prevT, hT):
+    """:func:`torch_gates` in transposed space: ``giT``, ``ghT`` (3H, B), ``h_prevT`` and
+    ``hT`` (H, B), every array read and written along its contiguous batch axis."""
+    H, B = hT.shape
+    for j in range(H):
+        br, bz = b_ih[j] + b_hh[j], b_ih[H + j] + b_hh[H + j]
+        bin_, bhn = b_ih[2 * H + j], b_hh[2 * H + j]
+        for b in range(B):  # one loop that writes only hT: it vectorises
+            r = _sigmoid(giT[j, b] + ghT[j, b] + br)
+            z = _sigmoid(giT[H + j, b] + ghT[H + j, b] + bz)
+            n = _tanh(giT[2 * H + j, b] + bin_ + r * (ghT[2 * H + j, b] + bhn))
+            hT[j, b] = n + z * (h_prevT[j, b] - n)
+
+
+#: from this batch size on, BLAS cells multiply ``h·Wᵀ``; below it ``W·hᵀ`` (transposed
+#: space, as the twin) is faster (one thread, gates compiled either way)
 BLAS_GATES_MIN_BATCH = 64
 
 
 def blas_torch_cell(x, h_prev, w_ih, w_hh, b_ih, b_hh, h, work):
     """:func:`npgru.kernels.torch_cell` with its gate math compiled (BLAS shapes)."""
-    if h.shape[0] < BLAS_GATES_MIN_BATCH:
-        _twins.torch_cell(x, h_prev, w_ih, w_hh, b_ih, b_hh, h, work)
+    B, H = h.shape
+    if B < BLAS_GATES_MIN_BATCH:
+        giT, ghT = (work[k].reshape(3 * H, B) for k in (0, 1))
+        scratch = work[2].reshape(-1)
+        h_prevT, hT = (scratch[k * H * B : (k + 1) * H * B].reshape(H, B) for k in (0, 1))
+        np.matmul(w_ih, x.T, out=giT)
+        np.matmul(w_hh, h_prev.T, out=ghT)
+        h_prevT[...] = h_prev.T
+        torch_gates_t(giT, ghT, b_ih, b_hh, h_prevT, hT)
+        h[...] = hT.T
         return
     gi, gh = work[0], work[1]
     np.matmul(x, w_ih.T, out=gi)

@@ -28,14 +28,15 @@ def test_blas_streaming_step_matches_forward(backend, variant, B, D, H, L):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_compiled_gates_of_the_blas_cell_match_the_numpy_twin(dtype):
-    """At the batch from which the Numba backend fuses a BLAS cell's gate math."""
+@pytest.mark.parametrize("below", [True, False], ids=["transposed", "plain"])
+def test_compiled_gates_of_the_blas_cell_match_the_numpy_twin(dtype, below):
+    """On both sides of the batch at which the Numba BLAS cell changes its GEMMs' layout."""
     require("numba")
     from npgru import _numba_kernels as nk
     from npgru import kernels
 
     rng = np.random.default_rng(5)
-    B, D, H = nk.BLAS_GATES_MIN_BATCH, 5, 9
+    B, D, H = nk.BLAS_GATES_MIN_BATCH - int(below), 5, 9
     w_ih, w_hh = (rng.uniform(-0.5, 0.5, (3 * H, n)).astype(dtype) for n in (D, H))
     b_ih, b_hh = (rng.uniform(-0.5, 0.5, 3 * H).astype(dtype) for _ in range(2))
     x, h_prev = rng.standard_normal((B, D)).astype(dtype), rng.standard_normal((B, H)).astype(dtype)
