@@ -64,8 +64,11 @@ def add_arguments(p: argparse.ArgumentParser, out_default: str = "npgru-bench") 
     p.add_argument("--contenders", default=None,
                    help=f"comma-separated out of {', '.join(harness.CONTENDERS)} "
                         "(default: every one whose library is installed)")
-    p.add_argument("--blocks", type=int, default=None, help="blocks per contender (≥ 2)")
-    p.add_argument("--runs", type=int, default=None, help="at least this many timed runs per case and block")
+    p.add_argument("--blocks", type=int, default=None,
+                   help="blocks per contender (default: 3; --quick, --smoke: 2)")
+    p.add_argument("--runs", type=int, default=None,
+                   help="at least this many timed runs per case and block (default: 7; --quick "
+                        "3, --smoke 2)")
     p.add_argument("--no-startup", action="store_true",
                    help="skip import time, first-call time and peak memory")
     p.add_argument("--keep-openblas-env", action="store_true",
