@@ -129,8 +129,10 @@ def test_clients_offline_at_the_start_of_a_round_are_dropped():
     assert offline and all(table[c] is night for c in offline)
     assert all(why.startswith("offline:") for why in offline.values())
     # nobody online and nobody trained: the clock moves on to the first device coming online
-    _, history = simulate(rounds=1, device_profile={c: night for c in table})
-    assert history[0]["status"] == "failed" and history[0]["sim_time"] == 6 * 3600
+    for deadline in (None, 5.0):
+        _, history = simulate(rounds=1, device_profile={c: night for c in table},
+                              deadline=deadline)
+        assert history[0]["status"] == "failed" and history[0]["sim_time"] == 6 * 3600
 
 
 def test_clock_plans_partial_work_exactly():
