@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+from typing import overload
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 class StateError(ValueError, RuntimeError):
@@ -66,7 +68,11 @@ def check_shape(name: str, arr: np.ndarray, expected: tuple[int, ...]) -> None:
         raise InputValueError(f"{name} must have shape {tuple(expected)}, got {arr.shape}")
 
 
-def as_lengths(lengths, batch: int, steps: int) -> np.ndarray | None:
+@overload
+def as_lengths(lengths: None, batch: int, steps: int) -> None: ...
+@overload
+def as_lengths(lengths: ArrayLike, batch: int, steps: int) -> np.ndarray: ...
+def as_lengths(lengths: ArrayLike | None, batch: int, steps: int) -> np.ndarray | None:
     """Validate per-sequence lengths: integers in ``[1, steps]``, one per batch entry."""
     if lengths is None:
         return None

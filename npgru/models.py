@@ -21,8 +21,9 @@ layer (also ``model.gru`` / ``model.lstm``). An LSTM model's ``h0`` and ``last_s
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +69,13 @@ class _RecurrentModel(Module):
     #: True when the loss is per time step (then training can cut sequences into windows)
     per_step: bool = False
 
+    # what each model defines (its sizes, data check, forward/backward pair, loss and config)
+    hidden_size: int
+    check_data: Callable[..., tuple]
+    forward: Callable[..., np.ndarray]
+    backward: Callable[..., Any]
+    _loss: Callable[..., tuple]
+
     def _build(self, body: dict[str, Module], rnn, fc: Linear, dropout: float,
                seed: int | None) -> None:
         self.rnn, self.fc = rnn, fc
@@ -76,7 +84,7 @@ class _RecurrentModel(Module):
         # the dropout layer has no parameters; adopting it only makes train()/eval() reach it
         self._adopt({**body, self.cell: rnn, "drop": self.drop, "fc": fc})
         self.last_state: np.ndarray | None = None
-        self._cache = None
+        self._cache: Any = None  # what forward keeps for backward; None once used
 
     def _rnn(self, input_size: int, seed: int | None):
         """The recurrent layer ``cell`` names, batch-first, sized and seeded."""
@@ -138,7 +146,8 @@ class _RecurrentModel(Module):
             ``"loss"`` and the model's metrics (``"accuracy"``; ``"perplexity"`` for CharLM).
         """
         X, y, lengths = self.check_data(X, y, lengths)
-        totals, weight = {}, 0.0
+        totals: dict[str, float] = {}
+        weight = 0.0
         for sl, ln, pred in self._eval_batches(X, lengths, batch_size):
             w = self.batch_weight(y[sl], ln)
             loss = self._loss(pred, y[sl], ln)[0]
@@ -187,6 +196,8 @@ class _RecurrentModel(Module):
 
 class _LastOutputModel(_RecurrentModel):
     """GRU over the sequence, then a linear head on each sequence's own last valid output."""
+
+    _check_targets: Callable[[np.ndarray], np.ndarray]  # each model's check of y
 
     def __init__(self, input_size, hidden_size, out_features, num_layers, bidirectional,
                  dropout, variant, cell, dtype, seed) -> None:
