@@ -459,7 +459,8 @@ def _write(name: str, result: dict, md: str) -> None:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
-    q = sub.add_parser("paper", help="the paper's configuration, until 54%, --rounds or time")
+    q = sub.add_parser("paper", help="the paper's configuration, until 54%, --rounds or time",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_paper_arguments(q, "runs/paper")
     g = q.add_argument_group("server strategy (FedAvg is the paper's)")
     g.add_argument("--strategy", choices=list(fed.STRATEGIES), default="fedavg")

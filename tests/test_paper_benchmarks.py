@@ -85,8 +85,15 @@ def test_the_target_stops_the_run_and_is_recorded(paper, tmp_path):
 
 def test_torch_twins_first_round_equals_npgrus_serial_run(paper):
     torch = require("torch")
-    twin_mod = _script("torch_twin")
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # equality, not speed, is tested: no thread pool to wait on
+    try:
+        _twin_first_round_equals_npgrus(paper, _script("torch_twin"))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _twin_first_round_equals_npgrus(paper, twin_mod):
     args = _args(paper)
     data, model, x, y = paper.load_setup(args)
     twin = twin_mod.twin_of(model)
