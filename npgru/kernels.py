@@ -33,6 +33,7 @@ direct part, updated in place by the kernel); ``dh_t = dmm + ddir + m ⊙ dout_t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from types import SimpleNamespace
 
@@ -504,7 +505,7 @@ def step_kernels(module_globals: dict) -> SimpleNamespace:
 
 STEPS = step_kernels(globals())
 
-LOOPS = {  # cell name -> (forward loop driver, backward loop driver)
+LOOPS: dict[str, tuple[Callable, Callable]] = {  # cell name -> (forward, backward loop driver)
     "gru": (torch_forward_loop, torch_backward_loop),
     "gru_classic": (classic_forward_loop, classic_backward_loop),
     "lstm": (lstm_forward_loop, lstm_backward_loop),

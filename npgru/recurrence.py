@@ -14,6 +14,7 @@ between cells is in the :class:`~npgru.cell.Cell` they are given.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -243,8 +244,8 @@ class Recurrent(Module):
         k = 1.0 / np.sqrt(self.hidden_size)
         values = {name: init_rng.uniform(-k, k, size=shape) for name, shape in self._param_shapes()}
         self._init_params(values, dtype)
-        self._cache = None
-        self._stream = None  # step()'s scratch, built on its first call
+        self._cache: Any = None  # what forward keeps for backward; None once used
+        self._stream: Any = None  # step()'s scratch, built on its first call
 
     @property
     def num_directions(self) -> int:
@@ -279,7 +280,8 @@ class Recurrent(Module):
     def _suffixes(self, layer: int):
         return [f"_l{layer}"] + ([f"_l{layer}_reverse"] if self.bidirectional else [])
 
-    def _layer_params(self, sfx: str):
+    def _layer_params(self, sfx: str
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         p = self.params
         b = (p[f"bias_ih{sfx}"], p[f"bias_hh{sfx}"]) if self.bias else (None, None)
         return p[f"weight_ih{sfx}"], p[f"weight_hh{sfx}"], *b
