@@ -137,3 +137,21 @@ def test_simulation_refuses_a_bad_sampling(value, error):
                          clients_per_round=4)
     with pytest.raises(error, match="sampling must be 'fixed' or 'poisson'"):
         sim.check()
+
+
+def test_federate_poisson_sampling_reports_the_sampled_gaussians_epsilon(tmp_path):
+    import json
+
+    from npgru.cli import main
+
+    out = tmp_path / "run"
+    assert main(["federate", "--max-clients", "3", "--min-chars", "30000", "--hidden-size", "8",
+                 "--seq-len", "20", "--quiet", "--batch-size", "16", "--rounds", "2",
+                 "--eval-every", "0", "--clients-per-round", "2", "--sampling", "poisson",
+                 "--dp-clip", "1.0", "--dp-noise", "1.0", "--out", str(out)]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert any(r["status"] == "ok" for r in history)
+    expected = RDPAccountant()
+    for record in (r for r in history if r["status"] == "ok"):
+        expected.step(2 / 3, 1.0, sampling="poisson")
+        assert record["epsilon"] == pytest.approx(expected.epsilon(1e-5), rel=1e-12)
