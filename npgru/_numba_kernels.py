@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -49,9 +50,10 @@ from .cell import check_tables
 
 COMPILED = True  # npgru.recurrence sends small shapes to the whole-sequence kernels only when set
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-_JIT_DOT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
-_INLINE = dict(inline="always", error_model="numpy", fastmath={"contract"})
+_JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+_JIT_DOT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy",
+                                fastmath={"contract", "reassoc"})
+_INLINE: dict[str, Any] = dict(inline="always", error_model="numpy", fastmath={"contract"})
 
 # ---------------------------------------------------------------------------------------
 # scalar math that vectorises
