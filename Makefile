@@ -29,8 +29,8 @@ $(VENV)/.installed-test: pyproject.toml constraints.txt | $(PY)
 demo: $(VENV)/.installed-run
 	$(VENV)/bin/npgru federate --out runs/demo
 
-# what CI runs: the docs (warnings, broken links and references fail), then the tests
-test: $(VENV)/.installed-test docs
+# what CI runs: the type check, the docs (warnings, broken links and references fail), the tests
+test: $(VENV)/.installed-test typecheck docs
 	NPGRU_REQUIRE=$(REQUIRED) $(PY) -m pytest -q
 
 typecheck: $(VENV)/.installed-test
