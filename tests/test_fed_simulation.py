@@ -373,3 +373,14 @@ def test_executors_agree_where_a_threaded_blas_would_split_sums():
         finals[executor] = (sim.model_.flat_params, history[0]["fed_loss"])
     np.testing.assert_array_equal(finals["serial"][0], finals["process"][0])
     assert finals["serial"][1] == finals["process"][1]
+
+
+def test_a_client_without_test_examples_runs_and_resumes(tmp_path):
+    """Its empty test split is part of the data's fingerprint (a zero-size array hashes too)."""
+    data = classification_data(num_clients=3)
+    c = data.clients[0]
+    data.clients[0] = ClientData(c.client_id, c.x_train, c.y_train, c.x_test[:0], c.y_test[:0])
+    settings = dict(rounds=2, clients_per_round=3, checkpoint_dir=str(tmp_path), seed=0)
+    whole = fed.Simulation(classifier(), data, fed.FedAvg(), **settings).run()
+    resumed = fed.Simulation(classifier(), data, fed.FedAvg(), **settings).run(resume=True)
+    assert len(whole) == 2 and [r["round"] for r in resumed] == [1, 2]
