@@ -1,6 +1,6 @@
 """npgru (Numba and NumPy backends) against torch.nn.GRU on CPU: the published benchmark.
 
-    .venv/bin/python benchmarks/bench_gru.py                     # full run (≈6–10 min)
+    .venv/bin/python benchmarks/bench_gru.py                     # full run (≈3.5 min on 2 quiet cores)
     .venv/bin/python benchmarks/bench_gru.py --quick             # ≈1 min
     .venv/bin/python benchmarks/bench_gru.py --readme README.md  # also refresh README's table
 

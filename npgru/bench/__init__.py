@@ -9,7 +9,7 @@ the report says so. Writes ``gru.json``, ``gru.md``, ``gru.png`` (with matplotli
 ``gru_readme.md`` (the compact table) to ``--out``.
 
     npgru bench --quick              # ≈1 minute
-    npgru bench --out results        # the full run (≈6–10 minutes on 2 cores)
+    npgru bench --out results        # the full run (≈3.5 minutes on 2 quiet cores)
 """
 
 from __future__ import annotations
