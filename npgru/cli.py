@@ -617,7 +617,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="clients' devices: uniform (all alike: 2 GFLOP/s, 20/5 Mbit/s down/up, "
                         "50 ms, always online) or mobile (heavy-tailed speeds and bandwidths, a "
                         "daily online window), drawn from the seed and client id; a round lasts "
-                        "as long as its slowest counted client (download, training, upload)")
+                        "as long as its slowest counted client (download, training, upload); "
+                        "--sampling fixed without DP samples among the clients online")
     g.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
                    help="simulated seconds a round allows; clients not done are dropped (or "
                         "do the work that fits, --straggler-policy partial)")

@@ -120,19 +120,66 @@ def test_over_selection_counts_the_first_finishers():
         assert all(why.startswith("over-selection") for why in r["dropped"].values())
 
 
-def test_clients_offline_at_the_start_of_a_round_are_dropped():
+def test_poisson_rounds_drop_the_clients_offline_at_their_start():
+    # Poisson sampling (as DP's accountant needs) draws from the whole population
     night = DeviceProfile(2e9, 20e6, 5e6, 0.05, online_start_h=6, online_hours=1)
     table = {c.client_id: (night if i % 2 else UNIFORM)
              for i, c in enumerate(classification_data(NUM_CLIENTS).clients)}
-    _, history = simulate(rounds=1, device_profile=table)
+    _, history = simulate(rounds=1, device_profile=table, sampling="poisson")
     offline = history[0]["dropped"]
     assert offline and all(table[c] is night for c in offline)
     assert all(why.startswith("offline:") for why in offline.values())
     # nobody online and nobody trained: the clock moves on to the first device coming online
     for deadline in (None, 5.0):
         _, history = simulate(rounds=1, device_profile={c: night for c in table},
-                              deadline=deadline)
+                              deadline=deadline, sampling="poisson")
         assert history[0]["status"] == "failed" and history[0]["sim_time"] == 6 * 3600
+
+
+def test_fixed_rounds_sample_among_the_clients_online_at_their_start():
+    night = DeviceProfile(2e9, 20e6, 5e6, 0.05, online_start_h=6, online_hours=1)
+    table = {c.client_id: (night if i % 2 else UNIFORM)
+             for i, c in enumerate(classification_data(NUM_CLIENTS).clients)}
+    _, history = simulate(rounds=2, device_profile=table)
+    for r in history:
+        assert r["num_ok"] == 4 and not r["dropped"]
+        assert all(table[c] is UNIFORM for c in r["sampled"])
+    # nobody online: the clock waits for the first to come online, then the round runs
+    sim, history = simulate(rounds=1, device_profile={c: night for c in table})
+    slowest = max(client_seconds(sim, c) for c in history[0]["ok"])
+    assert history[0]["status"] == "ok" and history[0]["num_ok"] == 4
+    assert history[0]["sim_time"] == pytest.approx(6 * 3600 + slowest, rel=1e-12)
+
+
+def test_mobile_fixed_rounds_select_only_online_clients(tmp_path):
+    # mobile devices online 0.36 s a day (about three rounds), three at 00:00, three at 03:00,
+    # two at 06:00: rounds wait for a window, and clients go offline mid-round
+    ids = [c.client_id for c in classification_data(NUM_CLIENTS).clients]
+    table = {c: dataclasses.replace(p, online_start_h=float(i // 3 * 3), online_hours=1e-4)
+             for i, (c, p) in enumerate(device_table("mobile", 3, ids).items())}
+    kw = dict(device_profile=table, clients_per_round=2, rounds=8)
+    serial, history = simulate(**kw)
+    start = 0.0
+    for r in history:
+        start = min(p.next_online(start) for p in table.values())
+        online = [c for c in ids if table[c].online_for(start) > 0]
+        assert set(r["sampled"]) <= set(online) and r["num_sampled"] == min(2, len(online))
+        assert not any("offline at simulated hour" in why for why in r["dropped"].values())
+        start = r["sim_time"]
+    # a round whose clients all go offline lasts until they do; the next one waits for 03:00
+    assert any("goes offline" in why for r in history for why in r["dropped"].values())
+    assert 3 * 3600 < history[-1]["sim_time"] < 6 * 3600
+    process, h_process = simulate(executor="process", workers=2, **kw)
+    simulate(**{**kw, "rounds": 3}, checkpoint_dir=str(tmp_path))
+    resumed = fed.Simulation(classifier(), classification_data(NUM_CLIENTS), seed=3,
+                             eval_every=0, training=fed.LocalTraining(lr=0.2, batch_size=16),
+                             checkpoint_dir=str(tmp_path), **kw)
+    for other in (h_process, resumed.run(resume=True)):
+        assert other.series("sampled") == history.series("sampled")
+        assert other.series("dropped") == history.series("dropped")
+        assert other.series("sim_time") == history.series("sim_time")
+    np.testing.assert_array_equal(serial.model_.flat_params, process.model_.flat_params)
+    np.testing.assert_array_equal(serial.model_.flat_params, resumed.model_.flat_params)
 
 
 def test_clock_plans_partial_work_exactly():

@@ -113,6 +113,14 @@ class DeviceProfile:
             return 0.0
         return _DAY_S - (sim_time - self.online_start_h * 3600.0) % _DAY_S
 
+    def next_online(self, sim_time: float) -> float:
+        """The first simulated time, from ``sim_time`` on, at which the device is online."""
+        t = sim_time + self.offline_for(sim_time)
+        # the float sum can land an ulp before the window opens: step into it
+        while self.online_for(t) == 0:
+            t = math.nextafter(t, math.inf)
+        return t
+
 
 def draw_profile(population: str, seed: int, client_id: str) -> DeviceProfile:
     """The device of ``client_id`` in a built-in ``population``, from ``(seed, client_id)``."""

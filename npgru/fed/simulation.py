@@ -36,7 +36,7 @@ from .devices import POPULATIONS, device_table
 from .executors import Executor, clone_model, make_executor, single_blas_thread
 from .identity import array_digest, data_fingerprint, describe, differences
 from .personalize import SharedLayersUpdate, local_mask, personalized_evaluation
-from .sampling import SAMPLINGS, SYSTEM, SamplingPlan, clients_per_round_count, make_rng
+from .sampling import SAMPLINGS, SYSTEM, SamplingPlan, clients_per_round_count, make_rng, sample_clients
 from .stages.privacy import DPAggregate
 from .strategies import FedAvg, Strategy
 
@@ -147,7 +147,13 @@ class Simulation:
         client id to :class:`~npgru.fed.devices.DeviceProfile`. It drives the simulated clock:
         a round lasts as long as its slowest counted client (download + local training +
         upload of its actual, possibly compressed, bytes), recorded as ``sim_time``. A client
-        offline when the round starts, or going offline before it finishes, is dropped.
+        going offline before it finishes is dropped. With ``sampling="fixed"`` and no DP
+        stage a round samples among the clients online at its start (those that have checked
+        in, as in Bonawitz et al. 2019); if none is, the clock first waits for the first to come
+        online. With Poisson sampling or a DP stage it samples the whole population and drops
+        the offline clients: the accountant's amplification by sampling assumes every client
+        is drawn at rate ``q = clients_per_round / number of clients``, which sampling among
+        fewer online clients would exceed.
     deadline : float, optional
         Simulated seconds a round allows: clients not done by then are dropped (or, with
         ``straggler_policy="partial"``, do the share of their work that fits, their upload
@@ -470,6 +476,9 @@ class Simulation:
         self._keep = per_round if sampled > per_round else None
         self._plan = SamplingPlan(self.sampling, sampled, len(clients))
         strategy.set_sampling(self._plan)
+        # DP's sampling rate holds over the whole population, so only then are offline drawn
+        self._online_only = self.sampling == "fixed" and not any(
+            isinstance(s, DPAggregate) for s in strategy.layers())
         self._clock = build_clock(int(self.model.flat_params.size), clients, self.training,
                                   self.device_profile, int(self.seed), self.deadline,
                                   self.straggler_policy == "partial")
@@ -556,14 +565,25 @@ class Simulation:
             return None, float(u[2])
         return None, 1.0
 
+    def _sample(self, t: int, ids: list[str]) -> list[str]:
+        """The clients of round ``t``: with online-only sampling, first wait (on the simulated
+        clock) until a client is online, then draw among those online; else from all ``ids``."""
+        if not self._online_only:
+            return self._plan.sample(ids, self.seed, t)
+        profiles = self._clock.profiles
+        self._sim_time = min(profiles[c].next_online(self._sim_time) for c in ids)
+        online = [c for c in ids if profiles[c].online_for(self._sim_time) > 0]
+        return sample_clients(online, min(self._plan.size, len(online)), self.seed, t)
+
     def _round(self, t: int, ids: list[str], strategy: Strategy, executor: Executor) -> dict:
         start = time.perf_counter()
         params = self.model_.flat_params
-        sampled = self._plan.sample(ids, self.seed, t)
+        sampled = self._sample(t, ids)
         config = strategy.configure_fit(t)
         dropped: dict[str, str] = {}
         partial: dict[str, float] = {}
         tasks = []
+        finish: dict[str, float] = {}  # when the server has each client's result, or its drop
         # what a device downloads (its state stays on it) and, at most, uploads: a float64 delta
         self._down = params.nbytes + sum(a.nbytes for a in config.arrays.values())
         for cid in sampled:
@@ -574,6 +594,8 @@ class Simulation:
                 # its device: offline, too slow for the deadline, or a share of its work
                 reason, work = self._clock.plan(cid, self._sim_time, work, self._down,
                                                 8 * params.size)
+                if reason is not None:  # known when its device goes offline or time is up
+                    finish[cid] = self._clock.limit(cid, self._sim_time)
             if reason is not None:
                 dropped[cid] = reason
                 continue
@@ -585,7 +607,6 @@ class Simulation:
         bytes_up, loss_sum, loss_weight = 0, 0.0, 0
         agg = strategy.begin_aggregate(t)
         new_states = {}
-        finish: dict[str, float] = {}
         for res, reason, finish_s in self._received(executor.fit(params, tasks), tasks, strategy):
             bytes_up += res.nbytes
             finish[res.client_id] = finish_s
@@ -664,8 +685,9 @@ class Simulation:
     def _duration(self, counted: list[str], finish: dict[str, float],
                   sampled: list[str]) -> float:
         """Simulated seconds of the round: its slowest counted client. With none counted: until
-        the first sampled device comes online if all were offline (the server waits for one to
-        check in), else the deadline, or the slowest client that trained (0 if none did)."""
+        the first sampled device comes online if all were offline (only when sampling the whole
+        population: the server waits for one to check in), else the deadline, or until the last
+        client trained or went offline (0 if none did either)."""
         if counted:
             return max(finish[cid] for cid in counted)
         waits = [self._clock.profiles[c].offline_for(self._sim_time) for c in sampled]
