@@ -24,7 +24,15 @@ def tqdm_available() -> bool:
 def watched() -> bool:
     """Whether a bar would be seen: stderr is a terminal, or this is a Jupyter kernel."""
     isatty = getattr(sys.stderr, "isatty", None)
-    return bool(isatty is not None and isatty()) or "ipykernel" in sys.modules
+    return bool(isatty is not None and isatty()) or _in_kernel()
+
+
+def _in_kernel() -> bool:
+    """Whether an IPython kernel is running this code (merely importing ipykernel, as a
+    notebook runner does, is not enough: its own stderr is a log)."""
+    get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    shell = get_ipython() if get_ipython is not None else None
+    return shell is not None and hasattr(shell, "kernel")
 
 
 class NoBar:
