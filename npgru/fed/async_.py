@@ -163,17 +163,7 @@ class FedBuff:
             if "loss" in res.metrics:
                 loss_sum += res.num_examples * float(res.metrics["loss"])
                 loss_weight += res.num_examples
-        status, failure, metrics = "ok", None, {}
-        if agg.count < sim._min_clients:
-            status = "failed"
-            failure = f"{agg.count} valid updates, fewer than min_clients={sim._min_clients}"
-        else:
-            failure = sim._commit(t, strategy, agg)
-            if failure is None:
-                sim.client_states_.update(new_states)
-                metrics = strategy.round_metrics()
-            else:
-                status = "failed"
+        status, failure, metrics = sim._close(t, strategy, agg, new_states)
         record = {
             "round": t, "status": status, "sampled": self.sampled, "ok": agg.client_ids,
             "dropped": self.dropped, "partial": self.partial, "num_sampled": len(self.sampled),

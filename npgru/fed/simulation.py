@@ -622,17 +622,7 @@ class Simulation:
             if "loss" in res.metrics:
                 loss_sum += res.num_examples * float(res.metrics["loss"])
                 loss_weight += res.num_examples
-        status, failure, committed_metrics = "ok", None, {}
-        if agg.count < self._min_clients:
-            status = "failed"
-            failure = f"{agg.count} valid updates, fewer than min_clients={self._min_clients}"
-        else:
-            failure = self._commit(t, strategy, agg)
-            if failure is None:
-                self.client_states_.update(new_states)
-                committed_metrics = strategy.round_metrics()
-            else:
-                status = "failed"
+        status, failure, committed_metrics = self._close(t, strategy, agg, new_states)
         record = {
             "round": t,
             "status": status,
@@ -696,6 +686,16 @@ class Simulation:
         if self.deadline is not None:
             return float(self.deadline)
         return max(finish.values(), default=0.0)
+
+    def _close(self, t: int, strategy: Strategy, agg, new_states: dict) -> tuple[str, str | None, dict]:
+        """Commit an aggregate that has enough valid updates: ``(status, failure, metrics)``."""
+        if agg.count < self._min_clients:
+            return "failed", f"{agg.count} valid updates, fewer than min_clients={self._min_clients}", {}
+        failure = self._commit(t, strategy, agg)
+        if failure is not None:
+            return "failed", failure, {}
+        self.client_states_.update(new_states)
+        return "ok", None, strategy.round_metrics()
 
     def _commit(self, t: int, strategy: Strategy, agg) -> str | None:
         """Commit the round, or restore everything and say why not (non-finite result)."""
