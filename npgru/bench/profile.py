@@ -100,21 +100,10 @@ def _hidden_gemms(cfg, reps: int) -> tuple[float, float]:
 
 def _charlm_step() -> tuple[Callable[[], object], Any]:
     """The paper's CharLM SGD step and its GRU (see :mod:`npgru.bench.workloads`)."""
-    import npgru
-    from npgru.optim import SGD
+    from .workloads import charlm_sgd_step
 
-    from .workloads import CHARLM, CHARLM_LR, _charlm_batch
-
-    model = npgru.CharLM(CHARLM["vocab"], CHARLM["embed"], CHARLM["hidden"],
-                         num_layers=CHARLM["layers"], seed=0)
-    opt = SGD(model, lr=CHARLM_LR)
-    X, y = _charlm_batch()
-
-    def step():
-        model.loss_and_grad(X, y)
-        opt.step()
-
-    return step, model.gru  # type: ignore[attr-defined]
+    step, model = charlm_sgd_step()
+    return step, model.gru
 
 
 def profile(name: str, reps: int = 15) -> dict[str, float]:

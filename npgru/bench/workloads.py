@@ -10,6 +10,7 @@ imported: a worker process times one library alone.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -54,24 +55,30 @@ def _charlm_batch():
     return rng.integers(0, CHARLM["vocab"], shape), rng.integers(0, CHARLM["vocab"], shape)
 
 
+def charlm_sgd_step() -> tuple[Callable[[], object], Any]:
+    """The paper CharLM's SGD step (loss, backward, update) as a callable, and the model."""
+    import npgru
+    from npgru.optim import SGD
+
+    model = npgru.CharLM(CHARLM["vocab"], CHARLM["embed"], CHARLM["hidden"],
+                         num_layers=CHARLM["layers"], seed=0)
+    opt = SGD(model, lr=CHARLM_LR)
+    X, y = _charlm_batch()
+
+    def step():
+        model.loss_and_grad(X, y)
+        opt.step()
+
+    return step, model
+
+
 # -- npgru --------------------------------------------------------------------------------
 def build_npgru(op: str, cfg) -> Callable[[], object]:
     """One unit of ``op`` on npgru (the backend is chosen by the caller)."""
     import npgru
 
     if op == CHARLM_OP:
-        from npgru.optim import SGD
-
-        model = npgru.CharLM(CHARLM["vocab"], CHARLM["embed"], CHARLM["hidden"],
-                             num_layers=CHARLM["layers"], seed=0)
-        opt = SGD(model, lr=CHARLM_LR)
-        X, y = _charlm_batch()
-
-        def charlm_step():
-            model.loss_and_grad(X, y)
-            opt.step()
-
-        return charlm_step
+        return charlm_sgd_step()[0]
     B, T, D, H, L = cfg
     gru = npgru.GRU(D, H, L, batch_first=True, dtype=np.float32, seed=0)
     x, dout = _data(cfg)
