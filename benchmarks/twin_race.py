@@ -52,22 +52,41 @@ def race_row(path: str, reference: dict | None) -> dict:
     }
 
 
+def project(row: dict, reference: dict) -> None:
+    """Minutes ``row`` would need to a level it stopped short of, at its seconds per round, to
+    the round where ``reference`` (round → accuracy) reached it: curves within noise of each
+    other reach a level at the same round, so only the pace differs."""
+    for lv in LEVELS:
+        key = f"minutes_to_{round(100 * lv)}"
+        at = next((t for t in sorted(reference) if reference[t] >= lv), None)
+        if row[key] is None and at is not None and at > row["rounds_run"]:
+            row["projected_" + key] = at * (row["seconds_per_round"] + row["eval_seconds"]) / 60
+
+
 def _cell(x, fmt: str) -> str:
     return "—" if x is None else format(x, fmt)
+
+
+def _minutes_cell(row: dict, level: float) -> str:
+    key = f"minutes_to_{round(100 * level)}"
+    if row[key] is None and "projected_" + key in row:
+        return f"(≈{row['projected_' + key]:.0f} projected)"
+    return _cell(row[key], ".1f")
 
 
 def markdown(rows: list) -> str:
     lines = ["# npgru against its PyTorch twin: the paper configuration on Shakespeare", "",
              "Seconds per round are medians (training and aggregation; evaluation apart); "
              "minutes count from the first round's start; the gap is the largest accuracy "
-             f"difference from `{rows[0]['run']}` over the rounds both ran.", "",
+             f"difference from `{rows[0]['run']}` over the rounds both ran. A run stopped before a "
+             f"level shows, in brackets, the minutes it would take at its own pace to the round "
+             f"where `{rows[0]['run']}` reached it (projected, not measured).", "",
              "| run | implementation | executor | s per round | eval s | min to 40% | "
              "min to 50% | min to 54% | gap | rounds |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['run']} | {r['implementation']} | {r['executor']} | "
                      f"{r['seconds_per_round']:.1f} | {r['eval_seconds']:.1f} | "
-                     + " | ".join(_cell(r[f"minutes_to_{round(100 * lv)}"], ".1f")
-                                  for lv in LEVELS)
+                     + " | ".join(_minutes_cell(r, lv) for lv in LEVELS)
                      + f" | {r['max_accuracy_gap']:.4f} | {r['rounds_run']} |")
     lines += ["", "Commands:", ""] + [f"- {r['run']}: `{r['command']}`" for r in rows]
     first = rows[0]
@@ -86,6 +105,8 @@ def main(argv=None) -> list:
     rows = []
     for path in args.runs:
         rows.append(race_row(path, rows[0]["accuracy"] if rows else None))
+    for row in rows[1:]:
+        project(row, rows[0]["accuracy"])
     os.makedirs(args.out, exist_ok=True)
     text = json.dumps(rows, indent=1)
     write_atomic(os.path.join(args.out, "twin_race.json"), lambda f: f.write(text.encode()))

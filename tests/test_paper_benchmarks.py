@@ -158,6 +158,10 @@ def test_twin_race_tables_seconds_minutes_and_the_accuracy_gap(tmp_path):
     assert rows[1]["max_accuracy_gap"] == pytest.approx(0.01)
     md = (tmp_path / "out" / "twin_race.md").read_text()
     assert "twin takes 2.02× the seconds per round of npgru" in md
+    # the twin stopped at round 2; npgru reached 50% and 54% at round 3: 3 × 120 s = 6 min
+    assert rows[1]["projected_minutes_to_54"] == pytest.approx(6.0)
+    assert "minutes_to_40" in rows[1] and "projected_minutes_to_40" not in rows[1]
+    assert "(≈6 projected)" in md
 
 
 def test_eval_cost_times_each_batch_size_and_thread_count(paper, capsys):
