@@ -45,6 +45,7 @@ def race_row(path: str, reference: dict | None) -> dict:
         "executor": c.get("executor", f"one process, {c.get('threads')} threads"),
         "rounds_run": len(rows),
         "seconds_per_round": statistics.median(r["round_s"] for r in rows),
+        "round_seconds": {r["round"]: r["round_s"] for r in rows},
         "eval_seconds": statistics.median(r["eval_s"] for r in rows),
         **{f"minutes_to_{round(100 * lv)}": _minutes_to(rows, lv) for lv in LEVELS},
         "max_accuracy_gap": max(abs(acc[t] - (reference or acc)[t]) for t in common),
@@ -90,9 +91,14 @@ def markdown(rows: list) -> str:
                      + f" | {r['max_accuracy_gap']:.4f} | {r['rounds_run']} |")
     lines += ["", "Commands:", ""] + [f"- {r['run']}: `{r['command']}`" for r in rows]
     first = rows[0]
+    lines += ["", f"Pace against {first['run']} over the rounds both ran (the same clients, the "
+              "same work; median seconds per round):", ""]
     for r in rows[1:]:
-        ratio = r["seconds_per_round"] / first["seconds_per_round"]
-        lines.append(f"- {r['run']} takes {ratio:.2f}× the seconds per round of {first['run']}")
+        both = set(r["round_seconds"]) & set(first["round_seconds"])
+        mine, theirs = (statistics.median(x["round_seconds"][t] for t in both) for x in (r, first))
+        lines.append(f"- {r['run']} takes {mine / theirs:.2f}× the seconds per round of "
+                     f"{first['run']} ({mine:.1f} s against {theirs:.1f} s over rounds "
+                     f"{min(both)}–{max(both)})")
     return "\n".join(lines) + "\n"
 
 
