@@ -70,7 +70,7 @@ def _cell(x, fmt: str) -> str:
 
 def _minutes_cell(row: dict, level: float) -> str:
     key = f"minutes_to_{round(100 * level)}"
-    if row[key] is None and "projected_" + key in row:
+    if "projected_" + key in row:  # set only where the run stopped short
         return f"(≈{row['projected_' + key]:.0f} projected)"
     return _cell(row[key], ".1f")
 
