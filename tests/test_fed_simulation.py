@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -52,6 +53,38 @@ def test_serial_and_process_executors_are_bit_identical(strategy):
     np.testing.assert_array_equal(serial.model_.flat_params, process.model_.flat_params)
     assert comparable(h_serial) == comparable(h_process)
     assert any(r["dropped"] for r in h_serial)  # the system faults did happen
+
+
+# Shared with the forked workers: how many clients have started, and whether all of them have.
+_started = None
+_all_started = None
+
+
+def waiting_update(model, data, ins, training):
+    """The first client to start waits until every client of the round has started."""
+    with _started.get_lock():
+        _started.value += 1
+        first, everyone = _started.value == 1, _started.value == 10
+    if everyone:
+        _all_started.set()
+    if first and not _all_started.wait(30):
+        raise RuntimeError("the clients behind this one were held back while it ran")
+    return fed.local_update(model, data, ins, training)
+
+
+@pytest.mark.timeout(120, method="thread")
+def test_a_slow_client_does_not_hold_back_the_clients_behind_it():
+    # With one result slot per task in flight (the old 2 × workers), the tasks queued behind a
+    # slow client wait for it: here that is a deadlock broken only by the 30 s wait failing.
+    global _started, _all_started
+    ctx = multiprocessing.get_context("fork")
+    _started, _all_started = ctx.Value("i", 0), ctx.Event()
+    sim = make_sim(data=classification_data(num_clients=10), clients_per_round=10, rounds=1,
+                   executor="process", workers=2, local_update=waiting_update)
+    (record,) = sim.run()
+    assert not record["dropped"] and len(record["ok"]) == 10
+    assert fed.executors.num_slots(2, sim.model_.flat_params.size) == 32
+    assert fed.executors.num_slots(2, 10**9) == 4  # a huge model keeps two slots per worker
 
 
 def test_same_seed_same_model_other_seed_other_model():

@@ -147,6 +147,15 @@ class SerialExecutor(Executor):
         yield from results
 
 
+#: Memory the process executor's result slots may take before it falls back to two per worker.
+SLOT_BYTES = 256 * 2**20
+
+
+def num_slots(workers: int, size: int) -> int:
+    """Result slots of a :class:`ProcessExecutor` for ``workers`` and ``size`` parameters."""
+    return max(2 * workers, min(16 * workers, SLOT_BYTES // (8 * max(1, size))))
+
+
 # State of a worker process, set once by _init_worker (fork inherits everything it needs).
 _worker: dict = {}
 
@@ -226,7 +235,11 @@ class ProcessExecutor(Executor):
     and nothing about the clients is ever pickled. The global parameters are written once per
     round into a shared memory map that every worker reads, and each delta comes back through
     one of a few shared result slots; only the small instructions and metadata cross the
-    pipes. At most ``2 × workers`` tasks are in flight, so memory stays O(workers × model).
+    pipes. Results come back in task order, so a slow client holds its slot until it is done;
+    the tasks behind it keep the other workers busy only while free slots remain. There are
+    therefore up to ``16 × workers`` slots (at least ``2 × workers``), as many as fit in
+    :data:`SLOT_BYTES`: on 2 cores a client of ten times the mean no longer idles the other
+    worker, and memory stays bounded whatever the model's size.
     A worker that dies in a task (a segfault, the OOM killer) costs only that task: the client is
     reported failed and the pool starts a replacement worker. A client still running
     :func:`kill_grace` seconds past ``time_budget`` (stuck where its own timer cannot reach it)
@@ -255,7 +268,7 @@ class ProcessExecutor(Executor):
         workers = self.workers if self.workers is not None else (os.cpu_count() or 1)
         workers = check_positive_int("workers", workers)
         size, dtype = model.flat_params.size, model.flat_params.dtype
-        self._num_slots = 2 * workers  # one in work and one waiting per worker
+        self._num_slots = num_slots(workers, size)
         # Anonymous shared mappings, created before the fork so the children inherit them.
         self._params_buffer = mmap.mmap(-1, max(1, size * dtype.itemsize))
         self._slots_buffer = mmap.mmap(-1, max(1, self._num_slots * size * 8))
