@@ -46,6 +46,12 @@ def use_seq_kernel(K, B: int, G: int, H: int) -> bool:
             and B * H <= SEQ_KERNEL_MAX_BH)
 
 
+def use_stream_cell(K, B: int, G: int, H: int, D: int) -> bool:
+    """Stream with the compiled cell (products as loops) rather than BLAS GEMMs? ``D`` is the
+    widest layer input, ``max(input_size, H)``."""
+    return getattr(K, "COMPILED", False) and B * G * H * (D + H) <= 2 * SEQ_KERNEL_MAX_MACS
+
+
 @dataclass
 class Cache:
     """What one layer-direction's backward needs from its forward."""
@@ -477,9 +483,7 @@ class Recurrent(Module):
             w_ih, w_hh, b_ih, b_hh = self._layer_params(f"_l{k}")
             offs[k] = [offset(w_ih), offset(w_hh), offset(b_ih), offset(b_hh), w_ih.shape[1]]
         # the compiled kernel multiplies with loops: right for small shapes; BLAS for big ones
-        D = max(self.input_size, H)
-        small = getattr(K, "COMPILED", False) and B * G * H * (D + H) <= 2 * SEQ_KERNEL_MAX_MACS
-        if small:
+        if use_stream_cell(K, B, G, H, max(self.input_size, H)):
             kernel = K.TABLES[self.cell.name].stream_step
         else:  # BLAS GEMMs: the backend's own step if it has one for this cell (compiled gates)
             kernel = (getattr(K, "BLAS_STREAMS", {}).get(self.cell.name)

@@ -7,6 +7,8 @@ not something a test can assert.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -121,3 +123,21 @@ def test_the_workloads_compute_the_same_numbers_on_both_sides():
     assert workloads.gemm_flops("forward", cfg) == 2 * B * T * 3 * H * (D + H)
     assert workloads.gemm_flops("forward_backward", cfg) == 3 * workloads.gemm_flops("forward",
                                                                                      cfg)
+
+
+def test_the_profile_splits_a_streaming_step_into_its_gemms_and_the_rest():
+    from npgru.bench import profile
+
+    compiled = profile.profile_step("tiny", reps=1)  # small: the compiled cell, no BLAS
+    assert set(compiled) == {"step: compiled cell (GEMMs as loops, gates)", "total step"}
+    blas = profile.profile_step("seed", reps=1)
+    gemms, rest = blas["step: GEMMs (x·W_ihᵀ, h·W_hhᵀ)"], blas["step: gates, finiteness check, copies"]
+    assert 0 < gemms <= blas["total step"] and rest >= 0
+
+
+def test_the_profile_command_prints_both_tables():
+    r = subprocess.run([sys.executable, "-m", "npgru.bench.profile", "--configs", "tiny",
+                        "--reps", "1", "--threads", "1"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "| total forward+backward |" in r.stdout and "| total step |" in r.stdout

@@ -170,6 +170,74 @@ def profile(name: str, reps: int = 15) -> dict[str, float]:
     return out
 
 
+def profile_step(name: str, reps: int = 15) -> dict[str, float]:
+    """Median seconds of one streaming step (``GRU.step`` of every layer) of config ``name``,
+    and of its GEMMs alone (``x·W_ihᵀ`` and ``h·W_hhᵀ`` per layer, BLAS at the same shapes);
+    the rest is the gate math, the finiteness check and the copies."""
+    from npgru import _backend, recurrence
+
+    from .workloads import build_npgru
+
+    B, T, D, H, L = CONFIGS[name]
+    step = build_npgru("step", CONFIGS[name])
+    rng = np.random.default_rng(0)
+    ops = []
+    for k in range(L):
+        x = rng.standard_normal((B, D if k == 0 else H), dtype=np.float32)
+        w_ih = rng.standard_normal((3 * H, x.shape[1]), dtype=np.float32)
+        h = rng.standard_normal((B, H), dtype=np.float32)
+        w_hh = rng.standard_normal((3 * H, H), dtype=np.float32)
+        gi, gh = np.empty((B, 3 * H), np.float32), np.empty((B, 3 * H), np.float32)
+        ops += [(x, w_ih, gi), (h, w_hh, gh)]
+
+    def gemms():  # as the BLAS cell calls them: h·Wᵀ, or W·hᵀ in transposed space below B 64
+        for a, w, out in ops:
+            if B >= 64:
+                np.matmul(a, w.T, out=out)
+            else:
+                np.matmul(w, a.T, out=out.reshape(out.shape[1], B))
+
+    def median(fn) -> float:
+        fn()
+        n = 1  # repeat µs-scale calls until a sample lasts a millisecond
+        while True:
+            t0 = clock()
+            for _ in range(n):
+                fn()
+            if clock() - t0 > 1e-3 or n >= 1 << 16:
+                break
+            n *= 2
+        runs = []
+        for _ in range(reps):
+            t0 = clock()
+            for _ in range(n):
+                fn()
+            runs.append((clock() - t0) / n)
+        return statistics.median(runs)
+
+    total = median(step)
+    # the compiled cell multiplies with loops: no separate GEMMs to time
+    if recurrence.use_stream_cell(_backend.kernels(), B, 3, H, max(D, H)):
+        return {"step: compiled cell (GEMMs as loops, gates)": total, "total step": total}
+    g = min(median(gemms), total)
+    return {"step: GEMMs (x·W_ihᵀ, h·W_hhᵀ)": g,
+            "step: gates, finiteness check, copies": total - g, "total step": total}
+
+
+def _print_table(profiles: dict[str, dict[str, float]], total_row: str, label) -> None:
+    names = list(profiles)
+    rows = sorted({r for prof in profiles.values() for r in prof},
+                  key=lambda r: (r.startswith("total"), r.startswith("backward"), r))
+    print("| phase | " + " | ".join(label(n) for n in names) + " |")
+    print("|---|" + "---|" * len(names))
+    for r in rows:
+        cells = []
+        for n in names:
+            v, total = profiles[n].get(r), profiles[n][total_row]
+            cells.append("–" if v is None else f"{v * 1e3:.3g} ({100 * v / total:.0f} %)")
+        print(f"| {r} | " + " | ".join(cells) + " |")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m npgru.bench.profile",
                                 description=__doc__.split("\n\n")[0])
@@ -196,19 +264,11 @@ def main(argv=None) -> int:
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     peak = _worker.gemm_peak("npgru-" + npgru.get_backend(), 10, clock)
     profiles = {n: profile(n, args.reps) for n in names}
-    rows = sorted({r for prof in profiles.values() for r in prof},
-                  key=lambda r: (r.startswith("total"), r.startswith("backward"), r))
     print(f"backend {npgru.get_backend()}, {args.threads} threads, {args.clock} clock, float32, "
           f"batch_first; "
           f"numpy GEMM peak {peak:.0f} GFLOP/s; ms (share of the total)\n")
-    print("| phase | " + " | ".join(f"{n} {CONFIGS.get(n, '(1 thread)')}" for n in names) + " |")
-    print("|---|" + "---|" * len(names))
-    for r in rows:
-        cells = []
-        for n in names:
-            v, total = profiles[n].get(r), profiles[n]["total forward+backward"]
-            cells.append("–" if v is None else f"{v * 1e3:.3g} ({100 * v / total:.0f} %)")
-        print(f"| {r} | " + " | ".join(cells) + " |")
+    _print_table(profiles, "total forward+backward",
+                 lambda n: f"{n} {CONFIGS.get(n, '(1 thread)')}")
     cells = []
     for n in names:
         flops = (gemm_flops(CHARLM_OP, None) if n == "CharLM"
@@ -216,6 +276,10 @@ def main(argv=None) -> int:
         bound = flops / (peak * 1e9)
         cells.append(f"{bound * 1e3:.3g} ({100 * bound / profiles[n]['total forward+backward']:.0f} %)")
     print("| GEMM-bound limit (GEMM flops at peak) | " + " | ".join(cells) + " |")
+    steps = {n: profile_step(n, args.reps) for n in names if n in CONFIGS}
+    if steps:
+        print("\nOne streaming step of every layer (`GRU.step`); ms (share of the step)\n")
+        _print_table(steps, "total step", lambda n: f"{n} {CONFIGS[n]}")
     return 0
 
 
