@@ -37,10 +37,10 @@ import paper_shakespeare as paper  # noqa: E402  (a sibling script, not a packag
 #: strategy → (the flag tuned, its published grid)
 GRID = {
     "fedavg": ("--server-lr", (0.5, 1.0, 2.0)),
-    "fedavgm": ("--server-lr", (0.1, 0.3, 1.0)),  # momentum 0.9: η_s/(1 − 0.9) effective
+    "fedavgm": ("--server-lr", (0.1, 0.3, 1.0, 2.0)),  # momentum 0.9: η_s/(1 − 0.9) effective
     "fedprox": ("--mu", (0.001, 0.01, 0.1)),
-    "fedadam": ("--server-lr", (0.003, 0.01, 0.03, 0.1)),
-    "fedyogi": ("--server-lr", (0.003, 0.01, 0.03, 0.1)),
+    "fedadam": ("--server-lr", (0.003, 0.01, 0.03, 0.1, 0.3)),
+    "fedyogi": ("--server-lr", (0.003, 0.01, 0.03, 0.1, 0.3)),
     "scaffold": ("--server-lr", (0.5, 1.0, 2.0)),
 }
 NAMES = {"fedavg": "FedAvg", "fedavgm": "FedAvgM (β 0.9)", "fedprox": "FedProx",
