@@ -3,6 +3,7 @@
     python benchmarks/paper_shakespeare.py paper --out runs/paper
     python benchmarks/paper_shakespeare.py paper --rounds 2 --out /tmp/check   # two minutes
     python benchmarks/paper_shakespeare.py eval-cost    # CPU time of one evaluation per batch size
+    python benchmarks/paper_shakespeare.py central --out runs/central   # the same model, centrally
     python benchmarks/paper_shakespeare.py compare
 
 ``paper``: the paper's configuration with a GRU in place of the LSTM — natural role split (one
@@ -28,6 +29,10 @@ counts all 80 positions of each window (every next character, the accuracy ``npg
 reports), ``test_accuracy_last``
 only the last position (LEAF's: one prediction per 80-character window). ``--check FILE``
 compares this run's rounds with a published ``paper.json`` (exit status 1 if they differ).
+
+``central``: the same model, data, test sample, SGD η, B and clip trained centrally on the
+pooled training windows, evaluated after each epoch (``OUT/central.json``, ``.md``): the level
+the federated runs can hope to approach.
 
 ``compare``: FedAvg, FedProx and FedAdam at a smaller scale (the 30 roles with most text, 10 per
 round, GRU 1×64), same seed; writes ``benchmarks/results/strategies.json|md|png``.
@@ -393,6 +398,59 @@ def eval_cost(args) -> dict:
     return seconds
 
 
+def central(args) -> dict:
+    """The paper's model trained centrally on every client's training windows pooled: plain SGD
+    with the clients' η (the ``--lr-decay`` schedule counted in epochs), B and clip, evaluated on
+    the same test sample after every epoch — the level a federated run can hope to approach."""
+    from npgru.optim import SGD
+    from npgru.train import fit
+
+    t0 = time.perf_counter()
+    data, model, x_test, y_test = load_setup(args)
+    x, y = data.pooled("train")
+    script = os.path.relpath(os.path.abspath(__file__), REPO)
+    result = {"command": "python " + shlex.join([script, *args.argv]),
+              "seed": args.seed, "train_windows": len(x), "positions": POSITIONS,
+              "config": {"lr": args.lr, "lr_decay": args.lr_decay,
+                         "lr_decay_every": args.lr_decay_every, "batch_size": args.batch_size,
+                         "clip_norm": args.clip_norm, "hidden_size": args.hidden_size,
+                         "num_layers": args.num_layers, "test_windows": len(x_test),
+                         "cpu": cpu_name(), "cpu_count": os.cpu_count()},
+              "epochs": []}
+    opt = SGD(model, lr=args.lr)
+    for epoch in range(1, args.epochs + 1):
+        opt.lr = client_lr(args, epoch)
+        hist = fit(model, x, y, epochs=1, batch_size=args.batch_size, optimizer=opt,
+                   clip_norm=args.clip_norm, progress=sys.stderr.isatty(), seed=epoch)
+        row = {"epoch": epoch, "lr": opt.lr, "train_loss": hist["loss"][-1],
+               **evaluate_npgru(model, x_test, y_test, args.eval_batch),
+               "elapsed_s": time.perf_counter() - t0}
+        result["epochs"].append(row)
+        print(f"epoch {epoch:>2} | η {opt.lr:.3g} | train loss {row['train_loss']:.4f} | test acc "
+              f"{row['test_accuracy']:.4f} (last {row['test_accuracy_last']:.4f}) | test loss "
+              f"{row['test_loss']:.4f} | {row['elapsed_s'] / 60:.1f} min", flush=True)
+        _write_central(args.out, result)
+    return result
+
+
+def _write_central(out: str, result: dict) -> None:
+    os.makedirs(out, exist_ok=True)
+    text = json.dumps(result, indent=1)
+    write_atomic(os.path.join(out, "central.json"), lambda f: f.write(text.encode()))
+    c = result["config"]
+    md = [f"# The paper's model trained centrally ({result['train_windows']:,} training windows)",
+          "", f"`{result['command']}`", "", ", ".join(f"{k} {v}" for k, v in c.items()), "",
+          f"Accuracy on the {c['test_windows']:,} test windows of the federated runs: *all* = "
+          f"{POSITIONS['test_accuracy']}; *last* = {POSITIONS['test_accuracy_last']}.", "",
+          "| epoch | η | accuracy, all | accuracy, last | test loss | train loss | minutes |",
+          "|---|---|---|---|---|---|---|"]
+    md += [f"| {r['epoch']} | {r['lr']:.3g} | {r['test_accuracy']:.4f} | "
+           f"{r['test_accuracy_last']:.4f} | {r['test_loss']:.4f} | {r['train_loss']:.4f} | "
+           f"{r['elapsed_s'] / 60:.1f} |" for r in result["epochs"]]
+    text_md = "\n".join(md) + "\n"
+    write_atomic(os.path.join(out, "central.md"), lambda f: f.write(text_md.encode()))
+
+
 def _blas_threads(n: int):
     """BLAS (and OpenMP) pools limited to ``n`` threads inside the block; 0 changes nothing."""
     import contextlib
@@ -485,6 +543,11 @@ def main(argv=None):
                    help="comma-separated BLAS thread counts")
     q.add_argument("--repeats", type=int, default=3)
     q.set_defaults(func=eval_cost)
+    q = sub.add_parser("central", help="the paper's model trained centrally, for comparison",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_paper_arguments(q, "runs/central")
+    q.add_argument("--epochs", type=int, default=4, help="passes over the pooled training windows")
+    q.set_defaults(func=central)
     q = sub.add_parser("compare", help="FedAvg vs FedProx vs FedAdam at a small scale")
     q.add_argument("--rounds", type=int, default=15)
     q.add_argument("--seed", type=int, default=0)

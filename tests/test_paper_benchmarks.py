@@ -83,6 +83,21 @@ def test_the_target_stops_the_run_and_is_recorded(paper, tmp_path):
     assert record["reached_minutes"] == pytest.approx(record["rounds"][0]["elapsed_s"] / 60)
 
 
+def test_central_training_records_every_epoch_and_follows_the_schedule(paper, tmp_path):
+    out = tmp_path / "central"
+    argv = ["central", *TINY, "--epochs", "2", "--lr-decay", "0.5", "--out", str(out)]
+    paper.main(argv)
+    result = json.loads((out / "central.json").read_text())
+    assert result["command"] == "python benchmarks/paper_shakespeare.py " + " ".join(argv)
+    assert [r["epoch"] for r in result["epochs"]] == [1, 2]
+    assert [r["lr"] for r in result["epochs"]] == [0.5, 0.25]
+    # the same test sample and evaluation as the federated runs, on the trained weights
+    first, second = result["epochs"]
+    assert second["train_loss"] < first["train_loss"]
+    assert 0 < first["test_accuracy"] < 1 and first["test_accuracy_last"] <= 1
+    assert (out / "central.md").read_text().count("\n| ") == 3
+
+
 def test_torch_twins_first_round_equals_npgrus_serial_run(paper):
     torch = require("torch")
     threads = torch.get_num_threads()
