@@ -421,7 +421,7 @@ def central(args) -> dict:
     for epoch in range(1, args.epochs + 1):
         opt.lr = client_lr(args, epoch)
         hist = fit(model, x, y, epochs=1, batch_size=args.batch_size, optimizer=opt,
-                   clip_norm=args.clip_norm, progress=sys.stderr.isatty(), seed=epoch)
+                   clip_norm=args.clip_norm, seed=epoch)
         row = {"epoch": epoch, "lr": opt.lr, "train_loss": hist["loss"][-1],
                **evaluate_npgru(model, x_test, y_test, args.eval_batch),
                "elapsed_s": time.perf_counter() - t0}
