@@ -71,25 +71,25 @@ def gemm_peak(contender: str, reps: int, clock: Callable[[], float] = time.perf_
     return 2 * n**3 / best / 1e9
 
 
-def time_case(fn, spec: dict) -> dict:
+def time_case(fn, spec: dict, clock: Callable[[], float] = time.perf_counter) -> dict:
     """Per-call seconds of one case: ``spec["runs"]`` to ``spec["max_runs"]`` samples.
 
     A sample repeats ``fn`` until it lasts ``min_sample_s`` (µs-scale calls); a slow case gets
     the minimum number of samples, a fast one more, up to ``case_budget_s`` of timing.
     """
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(spec["warmup"]):
         fn()
-    per_call = (time.perf_counter() - t0) / max(spec["warmup"], 1)
+    per_call = (clock() - t0) / max(spec["warmup"], 1)
     inner = max(1, math.ceil(spec["min_sample_s"] / max(per_call, 1e-9)))
     runs = math.ceil(spec["case_budget_s"] / max(per_call * inner, 1e-9))
     runs = min(spec["max_runs"], max(spec["runs"], runs))
     samples = []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(inner):
             fn()
-        samples.append((time.perf_counter() - t0) / inner)
+        samples.append((clock() - t0) / inner)
     return {"samples": samples, "inner": inner}
 
 

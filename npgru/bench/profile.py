@@ -22,6 +22,7 @@ config's GEMM flops at the GEMM peak measured in the same process with the same 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections import defaultdict
@@ -176,6 +177,7 @@ def profile_step(name: str, reps: int = 15) -> dict[str, float]:
     the rest is the gate math, the finiteness check and the copies."""
     from npgru import _backend, recurrence
 
+    from ._worker import time_case
     from .workloads import build_npgru
 
     B, T, D, H, L = CONFIGS[name]
@@ -190,34 +192,25 @@ def profile_step(name: str, reps: int = 15) -> dict[str, float]:
         gi, gh = np.empty((B, 3 * H), np.float32), np.empty((B, 3 * H), np.float32)
         ops += [(x, w_ih, gi), (h, w_hh, gh)]
 
-    def gemms():  # as the BLAS cell calls them: h·Wᵀ, or W·hᵀ in transposed space below B 64
+    K = _backend.kernels()
+    # the BLAS cell multiplies h·Wᵀ from this batch size on, below it W·hᵀ (transposed space)
+    min_batch = getattr(K, "BLAS_GATES_MIN_BATCH", math.inf)
+
+    def gemms():
         for a, w, out in ops:
-            if B >= 64:
+            if B >= min_batch:
                 np.matmul(a, w.T, out=out)
             else:
                 np.matmul(w, a.T, out=out.reshape(out.shape[1], B))
 
+    spec = {"warmup": 3, "min_sample_s": 1e-3, "runs": reps, "max_runs": reps, "case_budget_s": 0}
+
     def median(fn) -> float:
-        fn()
-        n = 1  # repeat µs-scale calls until a sample lasts a millisecond
-        while True:
-            t0 = clock()
-            for _ in range(n):
-                fn()
-            if clock() - t0 > 1e-3 or n >= 1 << 16:
-                break
-            n *= 2
-        runs = []
-        for _ in range(reps):
-            t0 = clock()
-            for _ in range(n):
-                fn()
-            runs.append((clock() - t0) / n)
-        return statistics.median(runs)
+        return statistics.median(time_case(fn, spec, clock)["samples"])
 
     total = median(step)
     # the compiled cell multiplies with loops: no separate GEMMs to time
-    if recurrence.use_stream_cell(_backend.kernels(), B, 3, H, max(D, H)):
+    if recurrence.use_stream_cell(K, B, 3, H, max(D, H)):
         return {"step: compiled cell (GEMMs as loops, gates)": total, "total step": total}
     g = min(median(gemms), total)
     return {"step: GEMMs (x·W_ihᵀ, h·W_hhᵀ)": g,
