@@ -6,9 +6,10 @@
     python benchmarks/paper_shakespeare.py central --out runs/central   # the same model, centrally
     python benchmarks/paper_shakespeare.py compare
 
-``paper``: the paper's configuration with a GRU in place of the LSTM — natural role split (one
-client per play and role, LEAF-style), C = 0.1 of the clients per round, E = 5 local epochs,
-B = 10, an 8-dim character embedding into a 2-layer GRU of 256 and a linear head,
+``paper``: the paper's configuration with a GRU in place of the LSTM (``--cell lstm`` runs
+the paper's LSTM) — natural role split (one client per play and role, LEAF-style), C = 0.1 of
+the clients per round, E = 5 local epochs, B = 10, an 8-dim character embedding into a
+2-layer GRU of 256 and a linear head,
 80-character windows, client SGD with η = 1.47 (gradients clipped to norm 5), FedAvg weighted
 by examples, seed 0. Every flag's default is the paper's setting; the others (E, an η
 schedule, FedAvgM/FedAdam/FedYogi with a server rate, the executor) make a search a matter of
@@ -69,14 +70,21 @@ POSITIONS = {
 
 
 # -- what the npgru run and the PyTorch twin share ---------------------------------------------
-def add_paper_arguments(p: argparse.ArgumentParser, out_default: str) -> None:
-    """The flags of the paper configuration; every default is the paper's setting."""
-    g = p.add_argument_group("stopping")
-    g.add_argument("--rounds", type=int, default=200, help="at most this many rounds")
-    g.add_argument("--max-minutes", type=float, default=45.0,
-                   help="stop after the first round that ends past this many minutes")
-    g.add_argument("--target", type=float, default=TARGET,
-                   help="stop at the first round whose test_accuracy (all positions) reaches it")
+def add_paper_arguments(p: argparse.ArgumentParser, out_default: str, *, rounds: bool = True,
+                        cells: Iterable[str] = ("gru", "lstm")) -> None:
+    """The flags of the paper configuration; every default is the paper's setting.
+
+    ``rounds``: with the flags that stop a federated run; ``cells``: the recurrent cells a
+    ``--cell`` may name (the PyTorch twin is a GRU only).
+    """
+    if rounds:
+        g = p.add_argument_group("stopping")
+        g.add_argument("--rounds", type=int, default=200, help="at most this many rounds")
+        g.add_argument("--max-minutes", type=float, default=45.0,
+                       help="stop after the first round that ends past this many minutes")
+        g.add_argument("--target", type=float, default=TARGET,
+                       help="stop at the first round whose test_accuracy (all positions) "
+                            "reaches it")
     g = p.add_argument_group("data and model (smaller values only for quick checks)")
     g.add_argument("--min-chars", type=int, default=0,
                    help="0 keeps every role with at least one train and one test window")
@@ -84,6 +92,8 @@ def add_paper_arguments(p: argparse.ArgumentParser, out_default: str) -> None:
     g.add_argument("--seq-len", type=int, default=80, help="characters per window")
     g.add_argument("--hidden-size", type=int, default=256)
     g.add_argument("--num-layers", type=int, default=2)
+    g.add_argument("--cell", choices=list(cells), default="gru",
+                   help="recurrent layer: npgru's GRU, or the paper's LSTM")
     g.add_argument("--test-windows", type=int, default=2000,
                    help="size of the fixed, seeded sample of pooled test windows")
     g.add_argument("--eval-batch", type=int, default=256,
@@ -120,7 +130,7 @@ def load_setup(args) -> tuple[fed.FederatedData, npgru.CharLM, np.ndarray, np.nd
     data = shakespeare.load(min_chars=args.min_chars, max_clients=args.max_clients,
                             seq_len=args.seq_len)
     model = npgru.CharLM(len(shakespeare.VOCAB), 8, args.hidden_size,
-                         num_layers=args.num_layers, seed=args.seed)
+                         num_layers=args.num_layers, seed=args.seed, cell=args.cell)
     x_test, y_test = data.pooled("test")
     # the sample (and its order, hence the evaluation batches) of the published E = 5 run
     pick = np.random.default_rng(args.seed).choice(len(x_test), min(args.test_windows,
@@ -317,7 +327,7 @@ def paper(args) -> Record:
         "local_epochs": args.local_epochs, "batch_size": args.batch_size, "lr": args.lr,
         "lr_decay": args.lr_decay, "lr_decay_every": args.lr_decay_every,
         "clip_norm": args.clip_norm, "strategy": strategy.describe(),
-        "model": f"CharLM({len(shakespeare.VOCAB)}, embed 8, GRU {args.num_layers}x"
+        "model": f"CharLM({len(shakespeare.VOCAB)}, embed 8, {args.cell.upper()} {args.num_layers}x"
                  f"{args.hidden_size})", "params": model.num_params,
         "seq_len": args.seq_len, "test_windows": len(x_test), "eval_batch": args.eval_batch,
         "eval_threads": args.eval_threads,
@@ -413,8 +423,9 @@ def central(args) -> dict:
               "seed": args.seed, "train_windows": len(x), "positions": POSITIONS,
               "config": {"lr": args.lr, "lr_decay": args.lr_decay,
                          "lr_decay_every": args.lr_decay_every, "batch_size": args.batch_size,
-                         "clip_norm": args.clip_norm, "hidden_size": args.hidden_size,
-                         "num_layers": args.num_layers, "test_windows": len(x_test),
+                         "clip_norm": args.clip_norm, "cell": args.cell,
+                         "hidden_size": args.hidden_size, "num_layers": args.num_layers,
+                         "test_windows": len(x_test),
                          "cpu": cpu_name(), "cpu_count": os.cpu_count()},
               "epochs": []}
     opt = SGD(model, lr=args.lr)
@@ -536,7 +547,7 @@ def main(argv=None):
     g.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     q.set_defaults(func=paper)
     q = sub.add_parser("eval-cost", help="CPU time of evaluating the test sample per batch size")
-    add_paper_arguments(q, "unused")
+    add_paper_arguments(q, "unused", rounds=False)
     q.add_argument("--batches", type=lambda t: [int(v) for v in t.split(",")],
                    default=[100, 256, 2000], help="comma-separated --eval-batch values")
     q.add_argument("--threads", type=lambda t: [int(v) for v in t.split(",")], default=[1, 2],
@@ -545,7 +556,7 @@ def main(argv=None):
     q.set_defaults(func=eval_cost)
     q = sub.add_parser("central", help="the paper's model trained centrally, for comparison",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_paper_arguments(q, "runs/central")
+    add_paper_arguments(q, "runs/central", rounds=False)
     q.add_argument("--epochs", type=int, default=4, help="passes over the pooled training windows")
     q.set_defaults(func=central)
     q = sub.add_parser("compare", help="FedAvg vs FedProx vs FedAdam at a small scale")

@@ -131,7 +131,7 @@ def evaluate(model: CharGRU, x: np.ndarray, y: np.ndarray, batch: int) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    paper.add_paper_arguments(p, "runs/twin")
+    paper.add_paper_arguments(p, "runs/twin", cells=("gru",))
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     require_torch()

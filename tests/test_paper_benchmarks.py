@@ -83,6 +83,18 @@ def test_the_target_stops_the_run_and_is_recorded(paper, tmp_path):
     assert record["reached_minutes"] == pytest.approx(record["rounds"][0]["elapsed_s"] / 60)
 
 
+def test_cell_flag_runs_the_papers_lstm(paper, tmp_path):
+    _, model, _, _ = paper.load_setup(_args(paper, ["--cell", "lstm"]))
+    assert model.cell == "lstm" and hasattr(model, "lstm")
+    out = tmp_path / "run"
+    paper.main(["paper", *TINY, "--cell", "lstm", "--rounds", "1", "--executor", "serial",
+                "--out", str(out)])
+    record = json.loads((out / "paper.json").read_text())
+    assert record["config"]["model"] == "CharLM(80, embed 8, LSTM 2x8)"
+    assert record["config"]["params"] == model.num_params
+    assert 0 < record["rounds"][0]["test_accuracy"] < 1
+
+
 def test_central_training_records_every_epoch_and_follows_the_schedule(paper, tmp_path):
     out = tmp_path / "central"
     argv = ["central", *TINY, "--epochs", "2", "--lr-decay", "0.5", "--out", str(out)]
