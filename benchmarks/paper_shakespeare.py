@@ -71,11 +71,11 @@ POSITIONS = {
 
 # -- what the npgru run and the PyTorch twin share ---------------------------------------------
 def add_paper_arguments(p: argparse.ArgumentParser, out_default: str, *, rounds: bool = True,
-                        cells: Iterable[str] = ("gru", "lstm")) -> None:
+                        cells: Iterable[str] | None = None) -> None:
     """The flags of the paper configuration; every default is the paper's setting.
 
     ``rounds``: with the flags that stop a federated run; ``cells``: the recurrent cells a
-    ``--cell`` may name (the PyTorch twin is a GRU only).
+    ``--cell`` may name, every registered one by default (the PyTorch twin is a GRU only).
     """
     if rounds:
         g = p.add_argument_group("stopping")
@@ -92,7 +92,8 @@ def add_paper_arguments(p: argparse.ArgumentParser, out_default: str, *, rounds:
     g.add_argument("--seq-len", type=int, default=80, help="characters per window")
     g.add_argument("--hidden-size", type=int, default=256)
     g.add_argument("--num-layers", type=int, default=2)
-    g.add_argument("--cell", choices=list(cells), default="gru",
+    g.add_argument("--cell", choices=list(npgru.models.LAYERS if cells is None else cells),
+                   default="gru",
                    help="recurrent layer: npgru's GRU, or the paper's LSTM")
     g.add_argument("--test-windows", type=int, default=2000,
                    help="size of the fixed, seeded sample of pooled test windows")
@@ -123,6 +124,13 @@ def clients_per_round(args) -> int | float:
 def client_lr(args, server_round: int) -> float:
     """η of ``server_round`` under the ``--lr-decay`` schedule."""
     return args.lr * args.lr_decay ** ((server_round - 1) // args.lr_decay_every)
+
+
+def schedule(args) -> str:
+    """The ``--lr-decay`` schedule in a title's words ("" for a fixed η)."""
+    if args.lr_decay == 1.0:
+        return ""
+    return f" ×{args.lr_decay:g} every {args.lr_decay_every} rounds"
 
 
 def load_setup(args) -> tuple[fed.FederatedData, npgru.CharLM, np.ndarray, np.ndarray]:
@@ -340,7 +348,7 @@ def paper(args) -> Record:
     name = type(strategy).__name__
     record = Record(args.out, os.path.relpath(os.path.abspath(__file__), REPO), args, config,
                     f"npgru {name}, E={args.local_epochs}, B={args.batch_size}, "
-                    f"C={clients_per_round(args)}, η={args.lr} on Shakespeare roles")
+                    f"C={clients_per_round(args)}, η={args.lr}{schedule(args)} on Shakespeare roles")
     print(f"{len(data.clients)} clients, {model.num_params:,} parameters, {name}, "
           f"executor {args.executor}; writing {record.out}/paper.json after every round",
           flush=True)
