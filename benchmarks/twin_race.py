@@ -1,10 +1,12 @@
 """The race table: npgru (process, serial) against its PyTorch twin, from their paper.json runs.
 
-    python benchmarks/paper_shakespeare.py paper --out runs/paper_54
-    python benchmarks/paper_shakespeare.py paper --executor serial --rounds 5 --out runs/serial
-    python benchmarks/torch_twin.py --rounds 5 --out runs/twin
-    python benchmarks/twin_race.py runs/paper_54 runs/serial runs/twin \\
-        --out benchmarks/results/twin_race
+    FLAGS="--clients-per-round 10 --lr-decay 0.5 --lr-decay-every 40"   # the 54% run's
+    python benchmarks/paper_shakespeare.py paper $FLAGS --out runs/paper_54
+    python benchmarks/paper_shakespeare.py paper $FLAGS --executor serial --rounds 12 \\
+        --out runs/serial54
+    python benchmarks/torch_twin.py $FLAGS --rounds 12 --out runs/twin54
+    python benchmarks/twin_race.py runs/paper_54 runs/serial54 runs/twin54 \\
+        --out benchmarks/results/twin_race_54
 
 One row per run: its command, seconds per round (training, and evaluation of the test sample),
 minutes to 40%, 50% and 54% test accuracy (all positions), and how far its accuracy curve lies
