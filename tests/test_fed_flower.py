@@ -17,7 +17,8 @@ from .test_fed_simulation import comparable
 # Flower reads this when it is imported: no usage reports from test runs
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
-SETTINGS = dict(rounds=2, clients_per_round=3, lr=0.2, batch_size=8, seed=7)
+TRAINING = LocalTraining(lr=0.2, batch_size=8)
+SETTINGS = dict(rounds=2, clients_per_round=3, training=TRAINING, seed=7)
 BACKEND = {"init_args": {"address": "local", "num_cpus": 2, "include_dashboard": False},
            "client_resources": {"num_cpus": 1}}
 
@@ -81,7 +82,7 @@ def test_numpy_client_under_flowers_fedavg(flwr, data):
     from npgru.fed.flower import numpy_client
 
     model = classifier()
-    training = LocalTraining(lr=SETTINGS["lr"], batch_size=SETTINGS["batch_size"])
+    training = TRAINING
     rounds: dict[int, list[np.ndarray]] = {}
 
     def keep(server_round, arrays, config):  # Flower calls it with each round's global model

@@ -400,7 +400,7 @@ def test_executors_agree_where_a_threaded_blas_would_split_sums():
     finals = {}
     for executor in ("serial", "process"):
         sim = fed.Simulation(model, data, rounds=1, clients_per_round=2, executor=executor,
-                             workers=2, batch_size=32)
+                             workers=2, training=fed.LocalTraining(batch_size=32))
         with threadpoolctl.threadpool_limits(2):  # what a user's process may well have
             history = sim.run()
         finals[executor] = (sim.model_.flat_params, history[0]["fed_loss"])

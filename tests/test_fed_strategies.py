@@ -33,8 +33,9 @@ def centralized_sgd(model, client: ClientData, lr: float, steps: int):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fedavg_one_client_one_step_is_a_centralized_sgd_step(dtype):
     clients, model = one_client(dtype=dtype), classifier(dtype=dtype)
-    sim = fed.Simulation(model, clients, fed.FedAvg(), rounds=1, clients_per_round=1, lr=0.3,
-                         batch_size=len(clients[0].x_train), eval_every=0)
+    sim = fed.Simulation(model, clients, fed.FedAvg(), rounds=1, clients_per_round=1,
+                         training=fed.LocalTraining(lr=0.3, batch_size=len(clients[0].x_train)),
+                         eval_every=0)
     sim.run()
     np.testing.assert_array_equal(sim.model_.flat_params,
                                   centralized_sgd(model, clients[0], 0.3, 1))
@@ -134,7 +135,8 @@ def test_fedavgm_matches_server_momentum():
 
 def simulate(strategy, rounds=3, **kw):
     sim = fed.Simulation(classifier(), classification_data(), strategy, rounds=rounds,
-                         clients_per_round=4, lr=0.2, batch_size=8, eval_every=0, seed=3, **kw)
+                         clients_per_round=4, training=fed.LocalTraining(lr=0.2, batch_size=8),
+                         eval_every=0, seed=3, **kw)
     sim.run()
     return sim
 
@@ -154,8 +156,8 @@ def test_fedprox_term_pulls_towards_the_global_model():
 def test_scaffold_with_one_client_is_plain_sgd():
     clients, model = one_client(dtype=np.float64), classifier(dtype=np.float64)
     n = len(clients[0].x_train)
-    sim = fed.Simulation(model, clients, fed.Scaffold(), rounds=3, clients_per_round=1, lr=0.2,
-                         batch_size=n, local_steps=4, eval_every=0)
+    sim = fed.Simulation(model, clients, fed.Scaffold(), rounds=3, clients_per_round=1,
+                         training=fed.LocalTraining(lr=0.2, batch_size=n, steps=4), eval_every=0)
     sim.run()
     np.testing.assert_allclose(sim.model_.flat_params,
                                centralized_sgd(model, clients[0], 0.2, 12), rtol=1e-10, atol=1e-12)
