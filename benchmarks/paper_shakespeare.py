@@ -47,6 +47,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -273,10 +274,26 @@ def print_row(row: dict) -> None:
           flush=True)
 
 
+def source_commit() -> str | None:
+    """The checkout's commit (``-dirty`` with uncommitted changes), None outside a checkout: a
+    record reproduces bit for bit on the code that made it (kernels change the last bits)."""
+    try:
+        out = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty", "--abbrev=7"],
+                             capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def check_against(path: str, record: Record, tol: float = 1e-4) -> bool:
     """Compare this run's accuracies with a published ``paper.json``'s, round by round."""
     with open(path) as f:
-        published = {r["round"]: r for r in json.load(f)["rounds"]}
+        doc = json.load(f)
+    published = {r["round"]: r for r in doc["rounds"]}
+    made_at, now = doc["config"].get("commit"), record.data["config"].get("commit")
+    if made_at != now:
+        print(f"check: {path} was made at commit {made_at or 'unrecorded'}, this is "
+              f"{now or 'not a checkout'}: kernels changed since may round differently")
     ok = True
     for row in record.data["rounds"]:
         ref = published.get(row["round"])
@@ -339,7 +356,8 @@ def paper(args) -> Record:
                  f"{args.hidden_size})", "params": model.num_params,
         "seq_len": args.seq_len, "test_windows": len(x_test), "eval_batch": args.eval_batch,
         "eval_threads": args.eval_threads,
-        "implementation": f"npgru {npgru.__version__}", "backend": npgru.get_backend(),
+        "implementation": f"npgru {npgru.__version__}", "commit": source_commit(),
+        "backend": npgru.get_backend(),
         "executor": args.executor,
         "workers": None if args.executor == "serial" else args.workers or os.cpu_count(),
         "cpu": cpu_name(), "cpu_count": os.cpu_count(),

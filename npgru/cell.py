@@ -81,8 +81,9 @@ class Cell:
     dgh_reuses : str or None
         A saved array backward may overwrite with ``dgh`` when the layer owns the arrays.
     hidden_grads : callable
-        ``(dgi, dgh, arrays) -> (dW_hh, db_hh)`` after the backward loop; ``dgi``/``dgh`` are
-        flattened to ``(T·B, ·)``, ``arrays`` maps state and saved names to their arrays.
+        ``(dgi, dgh, arrays, dw_hh, db_hh)`` after the backward loop writes ``dW_hh`` and
+        ``db_hh`` into the arrays given (the layer's gradient buffers: no copy); ``dgi``/``dgh``
+        are flattened to ``(T·B, ·)``, ``arrays`` maps state and saved names to their arrays.
     step_forward, step_backward : callable
         The float64 reference of one step: ``step_forward(x, state, p) -> (state', cache)``
         and ``step_backward(dstate', cache) -> (dx, dstate, dp)``, ``state`` a tuple, ``p`` a

@@ -82,24 +82,26 @@ def _classic_step_backward(dstate, cache):
 
 
 # -- hidden-side weight gradients after the backward loop (one GEMM per block) -----------------
-def _torch_hidden_grads(dgi, dgh_n, arrays):
+def _torch_hidden_grads(dgi, dgh_n, arrays, dw_hh, db_hh):
     """``dW_hh = Σ_t dgh_tᵀ h_{t−1}`` with ``dgh = [dr̄, dz̄, dn̄ ⊙ r]``: its first two blocks are
     ``dgi``'s, so backward keeps only the candidate block (column slices of the flat view go
     to BLAS as they are, without a copy)."""
     hs = arrays["hs"]
     H = hs.shape[2]
     h2 = hs[:-1].reshape(-1, H)
-    dw_hh = np.concatenate([dgi[:, : 2 * H].T @ h2, dgh_n.T @ h2])
-    return dw_hh, np.concatenate([dgi[:, : 2 * H].sum(axis=0), dgh_n.sum(axis=0)])
+    np.matmul(dgi[:, : 2 * H].T, h2, out=dw_hh[: 2 * H])
+    np.matmul(dgh_n.T, h2, out=dw_hh[2 * H :])
+    np.sum(dgi[:, : 2 * H], axis=0, out=db_hh[: 2 * H])
+    np.sum(dgh_n, axis=0, out=db_hh[2 * H :])
 
 
-def _classic_hidden_grads(dgi, dgh, arrays):
+def _classic_hidden_grads(dgi, dgh, arrays, dw_hh, db_hh):
     """The r, z rows see ``h_prev``; the candidate rows see ``r ⊙ h_prev`` (kept as ``hid``)."""
     hs, hid = arrays["hs"], arrays["hid"]
     H = hs.shape[2]
-    dw_hh = np.concatenate([dgi[:, : 2 * H].T @ hs[:-1].reshape(-1, H),
-                            dgi[:, 2 * H :].T @ hid.reshape(-1, H)])
-    return dw_hh, dgi.sum(axis=0)
+    np.matmul(dgi[:, : 2 * H].T, hs[:-1].reshape(-1, H), out=dw_hh[: 2 * H])
+    np.matmul(dgi[:, 2 * H :].T, hid.reshape(-1, H), out=dw_hh[2 * H :])
+    np.sum(dgi, axis=0, out=db_hh)
 
 
 #: ``variant="torch"``: PyTorch's ``nn.GRU`` (``hid`` keeps ``gh_n + b_hn`` for backward)

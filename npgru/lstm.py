@@ -44,10 +44,11 @@ def _step_backward(dstate, cache):
     return dx, (dh_prev, dc * f), dp
 
 
-def _hidden_grads(dgi, dgh, arrays):
+def _hidden_grads(dgi, dgh, arrays, dw_hh, db_hh):
     """The hidden pre-activations are summed with the input ones: ``dgh = dgi``."""
     hs = arrays["hs"]
-    return dgi.T @ hs[:-1].reshape(-1, hs.shape[2]), dgi.sum(axis=0)
+    np.matmul(dgi.T, hs[:-1].reshape(-1, hs.shape[2]), out=dw_hh)
+    np.sum(dgi, axis=0, out=db_hh)
 
 
 LSTM_CELL = Cell("lstm", gates=4, states=("h", "c"), saved=(("gates", 4),),

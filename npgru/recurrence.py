@@ -165,11 +165,13 @@ def forward_core(cell: Cell, x, state0, w_ih, w_hh, b_ih, b_hh, m2, ws, key=0):
     return out, final, Cache(cell, x, arrays, m2, w_ih, w_hh, b_ih is not None)
 
 
-def backward_core(dout, dstate_n, cache: Cache, ws):
+def backward_core(dout, dstate_n, cache: Cache, ws, grads=None):
     """One layer-direction backward, after validation (``ws`` as in :func:`forward_core`).
 
-    ``dstate_n``: one (B, H) array or None per state. Returns ``(dx, dstate0 (tuple), dw_ih,
-    dw_hh, db_ih, db_hh)``, the biases' gradients None for a layer without bias.
+    ``dstate_n``: one (B, H) array or None per state; ``grads``: the arrays to write
+    ``(dw_ih, dw_hh, db_ih, db_hh)`` into (the layer's gradient buffers; the biases' None
+    without bias), or None for new ones. Returns ``(dx, dstate0 (tuple), dw_ih, dw_hh, db_ih,
+    db_hh)``, the biases' gradients None for a layer without bias.
     """
     cell, x, arrays = cache.cell, cache.x, cache.arrays
     w_ih, w_hh = cache.w_ih, cache.w_hh
@@ -192,11 +194,14 @@ def backward_core(dout, dstate_n, cache: Cache, ws):
     d0 = run(dout, *dstate_n, *arrays.values(), cache.mask, w_hh, dgi, dgh)
     d0 = d0 if isinstance(d0, tuple) else (d0,)
     g2 = _flat(dgi)
-    dw_hh, db_hh = cell.hidden_grads(g2, None if dgh is None else _flat(dgh), arrays)
+    shapes = ((G * H, D), (G * H, H), (G * H,), (G * H,))
+    dw_ih, dw_hh, db_ih, db_hh = (np.empty(s, dtype=dt) if a is None else a
+                                  for s, a in zip(shapes, grads or (None,) * 4, strict=True))
+    cell.hidden_grads(g2, None if dgh is None else _flat(dgh), arrays, dw_hh, db_hh)
     # dx = dgi · W_ih and dW_ih = Σ_t dgi_tᵀ x_t, one GEMM each
     dx = (g2 @ w_ih).reshape(T, B, D)
-    dw_ih = g2.T @ _flat(x)
-    db_ih = g2.sum(axis=0)
+    np.matmul(g2.T, _flat(x), out=dw_ih)
+    np.sum(g2, axis=0, out=db_ih)
     if not cache.bias:
         db_ih = db_hh = None
     return dx, d0, dw_ih, dw_hh, db_ih, db_hh
@@ -398,6 +403,7 @@ class Recurrent(Module):
             dout = np.ascontiguousarray(dout.transpose(1, 0, 2))
         dstate0 = tuple(np.empty((L * dirs, B, H), dtype=self.dtype) for _ in states)
         g = self.grads
+        names = [name for name, _ in self.cell.param_shapes(0, H, bias=True)]
         d_inp = dout
         for k in range(L - 1, -1, -1):
             if drop_masks[k] is not None:
@@ -407,15 +413,13 @@ class Recurrent(Module):
                 i = k * dirs + d
                 d_out = d_inp[..., d * H : (d + 1) * H]
                 d_out = np.ascontiguousarray(d_out) if d == 0 else _reverse(d_out, rev)
-                dx, d0, *dparams = backward_core(
+                # the gradients go straight into the layer's buffers (no bias: none there)
+                dx, d0, *_ = backward_core(
                     d_out, [None if v is None else v[i] for v in dstate_n], caches[i],
-                    self._workspace(),
+                    self._workspace(), tuple(g.get(n + sfx) for n in names),
                 )
                 for acc, v in zip(dstate0, d0, strict=True):
                     acc[i] = v
-                for (name, _), v in zip(self.cell.param_shapes(0, H, self.bias), dparams,
-                                        strict=False):
-                    g[name + sfx][...] = v
                 dx = dx if d == 0 else _reverse(dx, rev)
                 d_next = dx if d_next is None else d_next + dx
             d_inp = d_next
