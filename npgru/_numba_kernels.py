@@ -199,12 +199,13 @@ def _dot(a, w, r0, c0, out):
     Dot products along contiguous rows of ``a`` and ``w``, register-blocked: five rows of
     ``a`` by four weight rows at a time (twenty accumulators), so each weight element loaded
     feeds five products and each element of ``a`` four; the rows left over take four weight
-    rows at a time. Compiled on its
-    own with ``reassoc`` (which the reductions need to vectorise) so the gate math that calls
-    it keeps exact evaluation order. Thread CPU time against one-thread OpenBLAS, both called
-    from Python (AMD EPYC, AVX-512, float32): 1.4× faster at 10×256·256×768 and 1.9× at
-    10×768·768×256, where OpenBLAS spends its time packing the weight matrix it multiplies ten
-    rows by; 1.3× at 1×64·64×192; called from compiled loops it has no call cost either.
+    rows at a time. Compiled on its own with ``reassoc`` (which the reductions need to
+    vectorise) so the gate math that calls it keeps exact evaluation order.
+
+    Thread CPU time against one-thread OpenBLAS, both called from Python (AMD EPYC, AVX-512,
+    float32): 1.4× faster at 10×256·256×768 and 1.9× at 10×768·768×256, where OpenBLAS spends
+    its time packing the weight matrix it multiplies ten rows by; 1.3× at 1×64·64×192. Called
+    from compiled loops it has no call cost either.
     """
     B, K = a.shape
     W = out.shape[1]

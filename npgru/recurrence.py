@@ -38,10 +38,11 @@ from .module import Module
 # (16, 32); BLAS is 1.1–1.2× faster at (64, 32), (32, 64), (64, 64), 2× at (4, 256).
 SEQ_KERNEL_MAX_MACS = 200_000
 SEQ_KERNEL_MAX_BH = 1024
-# With at most this many rows, the compiled products (five rows by two weight rows at a time,
+# With at most this many rows, the compiled products (five rows by four weight rows at a time,
 # ≈80 GFLOP/s on one AVX-512 core) beat OpenBLAS at any H, which packs the whole weight matrix
 # at every call to multiply it by a few rows: the paper CharLM's step (B = 10, H = 256) 49.6 →
-# 37.4 ms on one thread, 43 → 33 ms with BLAS on two; even at B = 16 on two threads.
+# 37.4 ms on one thread, 43 → 33 ms with BLAS on two. At B = 16 with BLAS on two threads the
+# two tie; from B = 24 BLAS wins.
 SEQ_KERNEL_MAX_B = 10
 
 
