@@ -141,3 +141,15 @@ def test_the_profile_command_prints_both_tables():
                        timeout=300)
     assert r.returncode == 0, r.stderr
     assert "| total forward+backward |" in r.stdout and "| total step |" in r.stdout
+    # tiny's loop is compiled (its GEMMs inside): no GEMM phases of its own to sum
+    assert "| GEMM phases as timed" in r.stdout and "| 75 % of the peak" in r.stdout
+    assert "| GEMM phases as timed (input projection, hidden GEMMs, gradients) | – |" in r.stdout
+
+
+def test_the_profile_sums_the_gemm_phases_of_a_blas_loop():
+    from npgru.bench import profile
+
+    prof = {k: 1.0 + i for i, k in enumerate(profile.GEMM_PHASES)}
+    prof["forward: time loop, gates"] = 10.0
+    assert profile.gemm_phases(prof) == 1 + 2 + 3 + 4
+    assert profile.gemm_phases({**prof, "forward: time loop (compiled)": 1.0}) is None
