@@ -18,6 +18,7 @@ import npgru
 from npgru import fed
 from npgru.datasets import ClientData
 from npgru.fed.checkpoint import load_checkpoint
+from npgru.fed.simulation import LEGACY_TRAINING
 
 from ._fed_common import classification_data, classifier, faulty_update
 from .conftest import require
@@ -35,8 +36,13 @@ def comparable(history):
 
 
 def make_sim(strategy=None, data=None, **kw):
+    """A small simulation; the training keywords (``lr=``, ``local_epochs=``, …) go into its
+    ``LocalTraining`` under their field names."""
     settings = dict(rounds=3, clients_per_round=4, lr=0.2, batch_size=8, seed=7)
     settings.update(kw)
+    if "training" not in settings:
+        settings["training"] = fed.LocalTraining(**{
+            LEGACY_TRAINING[k]: settings.pop(k) for k in list(settings) if k in LEGACY_TRAINING})
     return fed.Simulation(settings.pop("model", classifier(dropout=0.2)),
                           data if data is not None else classification_data(),
                           strategy if strategy is not None else fed.FedAvg(), **settings)
@@ -255,8 +261,8 @@ def test_a_non_finite_aggregate_is_discarded():
     (dict(rounds=0), "rounds"),
     (dict(straggler_policy="wait"), "straggler_policy"),
     (dict(optimizer="rmsprop"), "optimizer"),
-    (dict(local_epochs=0), "local_epochs"),
-    (dict(local_steps={"client_0": 0}), "local_steps"),
+    (dict(local_epochs=0), "training.epochs"),
+    (dict(local_steps={"client_0": 0}), "training.steps"),
 ])
 def test_bad_settings_raise_clear_errors(kw, match):
     with pytest.raises(ValueError, match=match):
