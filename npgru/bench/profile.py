@@ -272,8 +272,8 @@ def main(argv=None) -> int:
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     peak = _worker.gemm_peak("npgru-" + npgru.get_backend(), 10, clock)
     profiles = {n: profile(n, args.reps) for n in names}
-    print(f"backend {npgru.get_backend()}, {args.threads} threads, {args.clock} clock, float32, "
-          f"batch_first; "
+    threads = f"{args.threads} thread{'s' if args.threads != 1 else ''}"
+    print(f"backend {npgru.get_backend()}, {threads}, {args.clock} clock, float32, batch_first; "
           f"numpy GEMM peak {peak:.0f} GFLOP/s; ms (share of the total)\n")
     _print_table(profiles, "total forward+backward",
                  lambda n: f"{n} {CONFIGS.get(n, '(1 thread)')}")
