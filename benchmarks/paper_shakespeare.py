@@ -285,6 +285,19 @@ def source_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def code_changed_since(commit: str | None) -> bool | None:
+    """Does this checkout's ``npgru/`` (uncommitted changes included) differ from ``commit``'s?
+    None when git cannot tell (no checkout, an unknown or a ``-dirty`` commit)."""
+    if not commit or commit.endswith("-dirty"):
+        return None
+    try:
+        out = subprocess.run(["git", "-C", REPO, "diff", "--quiet", commit, "--", "npgru"],
+                             capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {0: False, 1: True}.get(out.returncode)
+
+
 def check_against(path: str, record: Record, tol: float = 1e-4) -> bool:
     """Compare this run's accuracies with a published ``paper.json``'s, round by round."""
     with open(path) as f:
@@ -292,8 +305,12 @@ def check_against(path: str, record: Record, tol: float = 1e-4) -> bool:
     published = {r["round"]: r for r in doc["rounds"]}
     made_at, now = doc["config"].get("commit"), record.data["config"].get("commit")
     if made_at != now:
+        changed = code_changed_since(made_at)
+        verdict = {False: "npgru/ is the same, so every figure should be too",
+                   True: "npgru/ changed since, so the last bits may differ",
+                   None: "if the kernels changed since, the last bits may differ"}[changed]
         print(f"check: {path} was made at commit {made_at or 'unrecorded'}, this is "
-              f"{now or 'not a checkout'}: kernels changed since may round differently")
+              f"{now or 'not a checkout'}: {verdict}")
     ok = True
     for row in record.data["rounds"]:
         ref = published.get(row["round"])

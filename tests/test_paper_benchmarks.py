@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -72,6 +73,16 @@ def test_paper_run_writes_its_record_after_each_round_and_checks_itself(paper, t
     paper.main([*argv[:-4], "--executor", "process", "--out", str(again),
                 "--check", str(out / "paper.json")])
     assert capsys.readouterr().out.count(": same") == 4
+
+
+def test_the_check_says_whether_npgru_changed_since_the_records_commit(paper):
+    first = subprocess.run(["git", "-C", BENCHMARKS, "rev-list", "--max-parents=0", "HEAD"],
+                           capture_output=True, text=True, check=True).stdout.split()[-1]
+    assert paper.code_changed_since(first[:7]) is True
+    # git cannot tell: an edited checkout, an unknown commit, none recorded
+    assert paper.code_changed_since(first[:7] + "-dirty") is None
+    assert paper.code_changed_since("0000000") is None
+    assert paper.code_changed_since(None) is None
 
 
 def test_the_target_stops_the_run_and_is_recorded(paper, tmp_path):
