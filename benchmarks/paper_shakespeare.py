@@ -468,7 +468,7 @@ def central(args) -> dict:
                          "lr_decay_every": args.lr_decay_every, "batch_size": args.batch_size,
                          "clip_norm": args.clip_norm, "cell": args.cell,
                          "hidden_size": args.hidden_size, "num_layers": args.num_layers,
-                         "test_windows": len(x_test),
+                         "test_windows": len(x_test), "commit": source_commit(),
                          "cpu": cpu_name(), "cpu_count": os.cpu_count()},
               "epochs": []}
     opt = SGD(model, lr=args.lr)
